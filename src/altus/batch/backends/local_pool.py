@@ -1,0 +1,434 @@
+"""The local pool: a detached process that keeps worker processes warm.
+
+``LocalBackend`` starts one pool per client process (``python -m
+altus.batch.backends.local_pool``, in its own session) and talks to it with
+JSON lines: commands on the pool's stdin, events on its stdout. The pool
+forks long-lived workers; each takes one chunk at a time, runs it with
+``altus.batch.worker.TaskRunner`` and tells the pool when it committed a
+batch, which the pool passes on to the client so futures resolve at once.
+
+Because the pool is not the client, a job goes on when the client dies; when
+the client is gone and no job is left, the pool exits. The pool is also the
+one that sees workers die: it reads the task a worker was on from a shared
+memory slot, charges that task one death, fails it once it died more than
+``retries`` times, and hands the rest of the chunk to a fresh worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import selectors
+import signal
+import struct
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from altus.batch.record import BatchName, Commit, JobRecord
+
+__all__ = ["main"]
+
+SLOT = struct.Struct("qd")  # task index (-1: none), time.time() it started
+MAX_WORKERS = 4096
+TIMEOUT_GRACE = 2.0
+"""Seconds past a task's timeout before the pool kills a worker that ignored SIGALRM."""
+IDLE_EXIT = 600.0
+"""Seconds a pool with no jobs and no client waits before it exits."""
+IDLE_WORKER = 300.0
+"""Seconds an idle worker is kept for the next job."""
+
+
+@dataclass
+class Job:
+    """One launch: a round of a record, its queue of chunks and its rules."""
+
+    url: str
+    round: int
+    keys: list[str]
+    """One environment key per worker it may use (GPU ids and thread counts)."""
+    retries: int
+    timeout: float | None
+    queue: deque[tuple[int, int]] = field(default_factory=deque)
+    busy: dict[int, str] = field(default_factory=dict)
+    """pid → environment key of the workers running its chunks."""
+    deaths: dict[int, int] = field(default_factory=dict)
+    cancelled: bool = False
+    _record: JobRecord | None = None
+
+    @property
+    def record(self) -> JobRecord:
+        if self._record is None:
+            self._record = JobRecord.open(self.url)
+        return self._record
+
+    @property
+    def finished(self) -> bool:
+        return not self.queue and not self.busy
+
+
+@dataclass
+class Worker:
+    pid: int
+    key: str
+    slot: int
+    commands: int
+    events: Any
+    job: Job | None = None
+    chunk: tuple[int, int] | None = None
+    idle_since: float = field(default_factory=time.monotonic)
+    kill_reason: str | None = None
+    buffer: bytes = b""
+
+
+class Pool:
+    def __init__(self) -> None:
+        self.shared = mmap.mmap(-1, SLOT.size * MAX_WORKERS)
+        self.selector = selectors.DefaultSelector()
+        self.jobs: dict[tuple[str, int], Job] = {}
+        self.workers: dict[int, Worker] = {}
+        self.free_slots = list(range(MAX_WORKERS - 1, -1, -1))
+        self.client_gone = False
+        self.last_busy = time.monotonic()
+        self.selector.register(sys.stdin.buffer, selectors.EVENT_READ, self.on_command)
+        os.set_blocking(sys.stdin.fileno(), False)
+        self._stdin_buffer = b""
+
+    # -- talking to the client --------------------------------------------------
+
+    def emit(self, **event: Any) -> None:
+        if self.client_gone:
+            return
+        try:
+            sys.stdout.write(json.dumps(event) + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, OSError):
+            self.client_gone = True
+
+    def on_command(self, stream: Any) -> None:
+        data = os.read(stream.fileno(), 1 << 16)
+        if not data:
+            self.client_gone = True
+            self.selector.unregister(stream)
+            return
+        self._stdin_buffer += data
+        *lines, self._stdin_buffer = self._stdin_buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self.handle(json.loads(line))
+
+    def handle(self, command: dict[str, Any]) -> None:
+        op = command["op"]
+        if op == "launch":
+            job = Job(
+                url=command["record"],
+                round=command["round"],
+                keys=command["keys"],
+                retries=command["retries"],
+                timeout=command["timeout"],
+                queue=deque((chunk, 0) for chunk in range(command["n_chunks"])),
+            )
+            self.jobs[(job.url, job.round)] = job
+        elif op == "cancel":
+            job_or_none = self.jobs.get((command["record"], command["round"]))
+            if job_or_none is not None:
+                self.cancel(job_or_none)
+
+    # -- scheduling -------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        for job in list(self.jobs.values()):
+            while job.queue:
+                key = self._free_key(job)
+                if key is None:
+                    break
+                worker = self._idle_worker(key) or self.fork_worker(key)
+                self.assign(worker, job, job.queue.popleft())
+            if job.finished:
+                self.finish(job)
+
+    def _free_key(self, job: Job) -> str | None:
+        used = list(job.busy.values())
+        for key in job.keys:
+            if key in used:
+                used.remove(key)
+            else:
+                return key
+        return None
+
+    def _idle_worker(self, key: str) -> Worker | None:
+        for worker in self.workers.values():
+            if worker.job is None and worker.key == key:
+                return worker
+        return None
+
+    def assign(self, worker: Worker, job: Job, chunk: tuple[int, int]) -> None:
+        worker.job, worker.chunk = job, chunk
+        job.busy[worker.pid] = worker.key
+        message = {"record": job.url, "round": job.round, "chunk": chunk[0], "attempt": chunk[1]}
+        os.write(worker.commands, json.dumps(message).encode() + b"\n")
+
+    def finish(self, job: Job) -> None:
+        del self.jobs[(job.url, job.round)]
+        self.emit(ev="finished", record=job.url, round=job.round, cancelled=job.cancelled)
+
+    def cancel(self, job: Job) -> None:
+        job.cancelled = True
+        job.queue.clear()
+        for pid in list(job.busy):
+            self.kill(self.workers[pid], "cancelled")
+
+    def kill(self, worker: Worker, reason: str) -> None:
+        worker.kill_reason = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
+
+    # -- workers ------------------------------------------------------------------------
+
+    def fork_worker(self, key: str) -> Worker:
+        slot = self.free_slots.pop()
+        SLOT.pack_into(self.shared, slot * SLOT.size, -1, 0.0)
+        command_read, command_write = os.pipe()
+        event_read, event_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker; never returns
+            os.close(command_write)
+            os.close(event_read)
+            _worker_main(key, slot, self.shared, command_read, event_write)
+        os.close(command_read)
+        os.close(event_write)
+        events = os.fdopen(event_read, "rb", buffering=0)
+        worker = Worker(pid, key, slot, command_write, events)
+        self.workers[pid] = worker
+        self.selector.register(events, selectors.EVENT_READ, lambda _s: self.on_worker(worker))
+        return worker
+
+    def on_worker(self, worker: Worker) -> None:
+        data = worker.events.read(1 << 16)
+        if not data:
+            self.on_death(worker)
+            return
+        *lines, worker.buffer = (worker.buffer + data).split(b"\n")
+        for line in lines:
+            self.on_worker_event(worker, json.loads(line))
+
+    def on_worker_event(self, worker: Worker, event: dict[str, Any]) -> None:
+        job = worker.job
+        if job is None:
+            return
+        if event["ev"] == "commit":
+            self.emit(ev="commit", record=job.url, batch=event["batch"])
+        elif event["ev"] in ("done", "error"):
+            if event["ev"] == "error":
+                self._fail_rest(job, worker.chunk, "worker error", event["message"])
+            job.busy.pop(worker.pid, None)
+            worker.job, worker.chunk = None, None
+            worker.idle_since = time.monotonic()
+
+    def on_death(self, worker: Worker) -> None:
+        self.selector.unregister(worker.events)
+        worker.events.close()
+        os.close(worker.commands)
+        _, status = os.waitpid(worker.pid, 0)
+        del self.workers[worker.pid]
+        self.free_slots.append(worker.slot)
+        job, chunk = worker.job, worker.chunk
+        if job is None or chunk is None:
+            return
+        job.busy.pop(worker.pid, None)
+        if job.cancelled:
+            return
+        task, _started = SLOT.unpack_from(self.shared, worker.slot * SLOT.size)
+        reason = worker.kill_reason or _describe(status)
+        if task >= 0:
+            self._charge(job, chunk, task, reason)
+        job.queue.appendleft((chunk[0], chunk[1] + 1))
+
+    def _charge(self, job: Job, chunk: tuple[int, int], task: int, reason: str) -> None:
+        """A worker died under ``task``: fail it now (timeout) or after ``retries`` deaths."""
+        job.deaths[task] = job.deaths.get(task, 0) + 1
+        if reason.startswith("timeout") or job.deaths[task] > job.retries:
+            error = "altus.errors.TaskTimeout" if reason.startswith("timeout") else "altus.errors.WorkerDied"
+            message = reason if reason.startswith("timeout") else f"{reason} (tried {job.deaths[task]} times)"
+            self._record_failures(job, chunk, [task], reason, error, message)
+
+    def _fail_rest(self, job: Job, chunk: tuple[int, int] | None, reason: str, message: str) -> None:
+        if chunk is None:
+            return
+        recorded = job.record.recorded_tasks(job.round)
+        tasks = [task for task in job.record.chunk_tasks(job.round, chunk[0]) if task not in recorded]
+        if tasks:
+            self._record_failures(job, chunk, tasks, reason, "altus.errors.TaskFailed", message)
+
+    def _record_failures(
+        self, job: Job, chunk: tuple[int, int], tasks: list[int], reason: str, error: str, message: str
+    ) -> None:
+        now = time.time()
+        commit = Commit(tasks=tasks)
+        for task in tasks:
+            commit.start.append(now)
+            commit.duration.append(0.0)
+            commit.peak_memory.append(0)
+            commit.offset.append(0)
+            commit.size.append(0)
+            commit.stdout.append(0)
+            commit.stderr.append(0)
+            commit.failures[str(task)] = {
+                "exit_reason": reason,
+                "error_type": error,
+                "message": message,
+                "traceback": "",
+            }
+        name = BatchName(job.round, chunk[0], chunk[1], f"died{tasks[0]}")
+        if job.record.commit(name, commit, b""):
+            self.emit(ev="commit", record=job.url, batch=str(name))
+
+    # -- watching ------------------------------------------------------------------------
+
+    def check_timeouts(self) -> None:
+        now = time.time()
+        for worker in list(self.workers.values()):
+            job = worker.job
+            if job is None or not job.timeout or worker.kill_reason:
+                continue
+            task, started = SLOT.unpack_from(self.shared, worker.slot * SLOT.size)
+            if task >= 0 and now - started > job.timeout + TIMEOUT_GRACE:
+                self.kill(worker, f"timeout: task {task} ran past {job.timeout:g} s and was killed")
+
+    def check_cancelled(self) -> None:
+        """Jobs cancelled from another process (``altus jobs cancel``) leave a marker."""
+        for job in list(self.jobs.values()):
+            if not job.cancelled and job.record.is_cancelled(job.round):
+                self.cancel(job)
+
+    def reap_idle(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.job is None and now - worker.idle_since > IDLE_WORKER:
+                self.kill(worker, "idle")
+
+    def should_exit(self) -> bool:
+        if self.jobs or any(worker.job for worker in self.workers.values()):
+            self.last_busy = time.monotonic()
+            return False
+        return self.client_gone or time.monotonic() - self.last_busy > IDLE_EXIT
+
+    def run(self) -> None:
+        self.emit(ev="ready", pid=os.getpid())
+        last_check = 0.0
+        while not self.should_exit():
+            self.dispatch()
+            for key, _mask in self.selector.select(timeout=0.1):
+                key.data(key.fileobj)
+            if time.monotonic() - last_check > 0.25:
+                last_check = time.monotonic()
+                self.check_timeouts()
+                self.check_cancelled()
+                self.reap_idle()
+                self.dispatch()
+        for worker in list(self.workers.values()):
+            self.kill(worker, "pool exit")
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        return f"worker died: signal {number} ({signal.Signals(number).name})"
+    return f"worker died: exit code {os.WEXITSTATUS(status)}"
+
+
+# -- the worker side ---------------------------------------------------------------------
+
+
+class _SlotMonitor:
+    """Tells the pool, at almost no cost, which task runs and which batches landed."""
+
+    def __init__(self, shared: mmap.mmap, slot: int, events: int) -> None:
+        self.shared, self.offset, self.events = shared, slot * SLOT.size, events
+
+    def task_started(self, task: int) -> None:
+        SLOT.pack_into(self.shared, self.offset, task, time.time())
+
+    def idle(self) -> None:
+        SLOT.pack_into(self.shared, self.offset, -1, 0.0)
+
+    def committed(self, batch: str, n_tasks: int) -> None:
+        self.send(ev="commit", batch=batch, n=n_tasks)
+
+    def send(self, **event: Any) -> None:
+        os.write(self.events, json.dumps(event).encode() + b"\n")
+
+
+def _commands(fd: int) -> Iterator[dict[str, Any]]:
+    with os.fdopen(fd, "rb") as stream:
+        for line in stream:
+            yield json.loads(line)
+
+
+def _worker_main(key: str, slot: int, shared: mmap.mmap, commands: int, events: int) -> None:
+    """Loop in a forked worker: take a chunk, run it, say so; exit when the pool goes."""
+    from altus.batch.worker import OutputCapture, TaskRunner, install_alarm
+
+    code = 0
+    try:
+        _close_fds_but(commands, events)  # the pool's selector and other workers' pipes
+        _apply_key(key)
+        sys.stdin.close()
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        install_alarm()
+        monitor = _SlotMonitor(shared, slot, events)
+        capture = OutputCapture()
+        runners: dict[str, TaskRunner] = {}
+        for command in _commands(commands):
+            try:
+                runner = runners.get(command["record"])
+                if runner is None:
+                    runners.clear()
+                    runner = runners[command["record"]] = TaskRunner(
+                        JobRecord.open(command["record"]), capture, monitor
+                    )
+                runner.run_chunk(command["round"], command["chunk"], command["attempt"])
+                monitor.idle()
+                monitor.send(ev="done")
+            except Exception as exc:
+                monitor.idle()
+                capture.say(f"altus worker {os.getpid()}: {type(exc).__name__}: {exc}")
+                monitor.send(ev="error", message=f"{type(exc).__name__}: {exc}")
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _close_fds_but(*keep: int) -> None:
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 16)
+
+
+def _apply_key(key: str) -> None:
+    """``gpus=0,1;threads=2`` → CUDA_VISIBLE_DEVICES and the usual thread-count variables."""
+    for part in filter(None, key.split(";")):
+        name, _, value = part.partition("=")
+        if name == "gpus":
+            os.environ["CUDA_VISIBLE_DEVICES"] = value
+        elif name == "threads":
+            for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(variable, value)
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    Pool().run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

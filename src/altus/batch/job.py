@@ -1,0 +1,556 @@
+"""``Job``: a handle on one map, rebuilt from its record alone.
+
+A handle keeps no state the record does not have: it reads the status files
+it has not seen yet, keeps one byte per task (pending, done, failed), and
+reads results only when asked. That is why ``Job.attach`` works from any
+process, days later, and why counting a 100,000-task job loads no result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import threading
+import time
+from array import array
+from collections.abc import Iterator
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from altus.batch.backends import Backend, Launch, Resources, get_backend
+from altus.batch.record import BatchName, JobRecord, JobSpec, job_ids
+from altus.config import load_settings
+from altus.errors import (
+    AltusError,
+    JobLost,
+    JobNotFound,
+    RecordError,
+    TaskCancelled,
+    TaskError,
+    TaskFailed,
+    TaskTimeout,
+    WorkerDied,
+)
+from altus.storage import Store, open_store
+
+__all__ = ["Job", "JobSummary", "TaskErrorInfo", "TaskLogs", "jobs"]
+
+PENDING, DONE, FAILED = 0, 1, 2
+STATES = ("pending", "running", "done", "failed", "cancelled")
+_TASK_ERRORS: dict[str, type[TaskError]] = {
+    "altus.errors.TaskTimeout": TaskTimeout,
+    "altus.errors.WorkerDied": WorkerDied,
+    "altus.errors.TaskFailed": TaskFailed,
+}
+
+
+@dataclass(frozen=True)
+class TaskErrorInfo:
+    """Why one task has no result."""
+
+    task: int
+    error_type: str
+    message: str
+    traceback: str
+    exit_reason: str
+
+
+@dataclass(frozen=True)
+class TaskLogs:
+    """What one task printed (its last attempt)."""
+
+    task: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class JobSummary:
+    """One line of ``altus.jobs()``."""
+
+    id: str
+    name: str
+    function: str
+    backend: str
+    created: float
+    host: str
+    n_tasks: int
+    counts: dict[str, int]
+    state: str
+
+
+class RemoteTraceback(Exception):
+    """Chained to a re-raised task exception: the traceback as the worker saw it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return "\n\n" + self.text
+
+
+class _TaskTable:
+    """Where each task stands, built up from status files as they appear."""
+
+    def __init__(self, record: JobRecord) -> None:
+        n = record.spec.n_tasks
+        self.record = record
+        self.codes = bytearray(n)
+        self.batch = array("i", bytes(4 * n))
+        self.position = array("i", bytes(4 * n))
+        self.round = array("i", bytes(4 * n))
+        self.batches: list[str] = []
+        self.seen: set[str] = set()
+        self.rounds = [0]
+        self.cancelled: set[int] = set()
+        self.done = self.failed = 0
+
+    def refresh(self) -> list[int]:
+        """Read what is new in the record; returns the tasks resolved by it."""
+        names = sorted(set(self.record.status_names()) - self.seen)
+        parsed = [(stem, BatchName.parse(stem)) for stem in names]
+        if any(name and name.round > self.rounds[-1] for _, name in parsed):
+            self._load_rounds()
+        resolved: list[int] = []
+        for stem, name in parsed:
+            if name is not None and name.round <= self.rounds[-1]:
+                resolved.extend(self._apply(stem, name.round))
+                self.seen.add(stem)
+        self.cancelled = self.record.cancelled_rounds()
+        return resolved
+
+    def _load_rounds(self) -> None:
+        for round_ in self.record.rounds():
+            if round_ > self.rounds[-1]:
+                self.start_round(round_)
+
+    def start_round(self, round_: int) -> None:
+        for chunk in self.record.round_chunks(round_):
+            for task in chunk:
+                self._set(task, PENDING)
+                self.round[task] = round_
+        self.rounds.append(round_)
+
+    def _apply(self, stem: str, round_: int) -> list[int]:
+        status = self.record.read_status(stem)
+        failures = status["failures"]
+        index = len(self.batches)
+        self.batches.append(stem)
+        resolved = []
+        for position, task in enumerate(status["tasks"]):
+            if self.round[task] != round_ or self.codes[task] == DONE:
+                continue
+            code = FAILED if str(task) in failures else DONE
+            if self.codes[task] == FAILED and code == FAILED:
+                continue
+            self._set(task, code)
+            self.batch[task], self.position[task] = index, position
+            resolved.append(task)
+        return resolved
+
+    def _set(self, task: int, code: int) -> None:
+        old = self.codes[task]
+        self.done += (code == DONE) - (old == DONE)
+        self.failed += (code == FAILED) - (old == FAILED)
+        self.codes[task] = code
+
+    @property
+    def unresolved(self) -> int:
+        return len(self.codes) - self.done - self.failed
+
+    def is_cancelled(self, task: int) -> bool:
+        return self.round[task] in self.cancelled
+
+    def n_cancelled(self) -> int:
+        if not self.cancelled or not self.unresolved:
+            return 0
+        return sum(
+            1
+            for task, code in enumerate(self.codes)
+            if code == PENDING and self.round[task] in self.cancelled
+        )
+
+
+class Job:
+    """A handle on one map: its status, results, errors and logs, from its record."""
+
+    def __init__(self, record: JobRecord, backend: Backend | None = None) -> None:
+        self._record = record
+        self._backend = backend
+        self._table = _TaskTable(record)
+        self._lock = threading.RLock()
+        self._futures: list[Future[Any]] | None = None
+        self._watcher: threading.Thread | None = None
+        self._loaded: tuple[str, bytes] | None = None
+        self._table._load_rounds()
+        self._table.refresh()
+
+    # -- identity -------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def spec(self) -> JobSpec:
+        return self._record.spec
+
+    @property
+    def record(self) -> JobRecord:
+        return self._record
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = get_backend(self.spec.backend)
+        return self._backend
+
+    def __len__(self) -> int:
+        return self.spec.n_tasks
+
+    def __repr__(self) -> str:
+        return f"<altus.Job {self.id} {self.state()} {self.status()}>"
+
+    @classmethod
+    def attach(cls, job_id: str, store: str | Store | None = None) -> Job:
+        """The handle of an existing job, from its record alone."""
+        root = open_store(store or load_settings().default_store_url)
+        return cls(JobRecord.find(root, job_id))
+
+    # -- state ------------------------------------------------------------------------------
+
+    def refresh(self) -> list[int]:
+        with self._lock:
+            return self._table.refresh()
+
+    def status(self) -> dict[str, int]:
+        """How many tasks are pending, running, done, failed and cancelled."""
+        self.refresh()
+        table = self._table
+        cancelled = table.n_cancelled()
+        waiting = table.unresolved - cancelled
+        running = min(waiting, self._running_chunks()) if waiting else 0
+        return {
+            "pending": waiting - running,
+            "running": running,
+            "done": table.done,
+            "failed": table.failed,
+            "cancelled": cancelled,
+        }
+
+    def _running_chunks(self) -> int:
+        """Chunks a worker has claimed whose tasks are not all recorded."""
+        claimed = set()
+        for name in self._record.store.children("claims"):
+            round_, chunk = name.split("-")[:2]
+            claimed.add((int(round_[1:]), int(chunk[1:])))
+        codes, rounds = self._table.codes, self._table.round
+        running = 0
+        for round_, chunk in claimed:
+            tasks = self._record.chunk_tasks(round_, chunk)
+            if any(codes[task] == PENDING and rounds[task] == round_ for task in tasks):
+                running += 1
+        return running
+
+    def finished(self) -> bool:
+        """Every task is done, failed or cancelled."""
+        self.refresh()
+        return self._table.unresolved == self._table.n_cancelled()
+
+    def state(self) -> str:
+        """``running``, ``done``, ``failed`` (finished with failures), ``cancelled`` or ``lost``."""
+        if self.finished():
+            if self._table.n_cancelled():
+                return "cancelled"
+            return "failed" if self._table.failed else "done"
+        return "running" if self.backend.is_active(self._record) else "lost"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until every task is finished; False if ``timeout`` seconds passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = 0.01
+        try:
+            while not self.finished():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                if not self.backend.is_active(self._record) and not self.finished():
+                    raise self._lost()
+                pause = min(pause * 1.5, 0.5)
+                self.backend.wait_for_change(self._record, min(pause, remaining or pause))
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+        return True
+
+    def _lost(self) -> JobLost:
+        missing = self._table.unresolved - self._table.n_cancelled()
+        return JobLost(
+            f"job {self.id}: {missing} task(s) have no result and nothing is running them "
+            f"(the {self.spec.backend} workers are gone); job.retry(failed_only=False) runs them"
+        )
+
+    # -- results ----------------------------------------------------------------------------
+
+    def results(self, errors: Literal["raise", "return", "skip"] = "raise") -> list[Any]:
+        """Every task's result in input order; a failed task raises, returns its error or is left out."""
+        if errors not in ("raise", "return", "skip"):
+            raise ValueError("errors must be 'raise', 'return' or 'skip'")
+        self.wait()
+        return list(self.iter_results(errors))
+
+    def iter_results(self, errors: str = "raise") -> Iterator[Any]:
+        """Results in input order, read one batch at a time (the job must be finished)."""
+        for task in range(self.spec.n_tasks):
+            try:
+                yield self.result(task)
+            except TaskError as exc:
+                if errors == "raise":
+                    raise
+                if errors == "return":
+                    yield exc
+            except Exception as exc:
+                if errors == "raise":
+                    raise
+                if errors == "return":
+                    yield exc
+
+    def result(self, task: int) -> Any:
+        """The result of one finished task, or its exception raised."""
+        table = self._table
+        code = table.codes[task]
+        if code == PENDING:
+            if table.is_cancelled(task):
+                raise TaskCancelled(f"task {task} of job {self.id} was cancelled", task=task)
+            raise AltusError(f"task {task} of job {self.id} has not finished")
+        stem = table.batches[table.batch[task]]
+        status = self._status_file(stem)
+        position = table.position[task]
+        blob = self._result_blob(stem, status["offset"][position], status["size"][position])
+        if code == DONE:
+            return pickle.loads(blob)
+        raise self._exception(task, status["failures"][str(task)], blob)
+
+    def _status_file(self, stem: str) -> dict[str, Any]:
+        cached = getattr(self, "_status_cache", None)
+        if cached is None or cached[0] != stem:
+            cached = (stem, self._record.read_status(stem))
+            self._status_cache = cached
+        return cached[1]
+
+    def _result_blob(self, stem: str, offset: int, size: int) -> bytes:
+        if size == 0:
+            return b""
+        if self._loaded is None or self._loaded[0] != stem:
+            self._loaded = (stem, self._record.read_results(stem))
+        return self._loaded[1][offset : offset + size]
+
+    def _exception(self, task: int, failure: dict[str, Any], blob: bytes) -> BaseException:
+        exc: BaseException | None = None
+        if blob:
+            with contextlib.suppress(Exception):
+                exc = pickle.loads(blob)
+        if isinstance(exc, BaseException):
+            if failure["traceback"]:
+                exc.__cause__ = RemoteTraceback(failure["traceback"])
+            return exc
+        kind = _TASK_ERRORS.get(failure["error_type"], TaskFailed)
+        message = f"task {task} failed: {failure['error_type']}: {failure['message']}"
+        return kind(message, task=task, traceback=failure["traceback"])
+
+    def gather(self, progress: bool = True) -> list[Any]:
+        """Wait with a progress bar, then return every result (raising the first error)."""
+        if progress:
+            self._wait_with_progress()
+        return self.results(errors="raise")
+
+    def _wait_with_progress(self) -> None:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=self.spec.n_tasks, desc=self.spec.name, unit="task") as bar:
+            while not self.wait(timeout=0.5):
+                counts = self.status()
+                bar.update(counts["done"] + counts["failed"] - bar.n)
+                bar.set_postfix(failed=counts["failed"], refresh=False)
+            bar.update(self.spec.n_tasks - bar.n)
+
+    def errors(self) -> list[TaskErrorInfo]:
+        """Every failed task: index, exception type, message and remote traceback."""
+        self.refresh()
+        found = []
+        for task, code in enumerate(self._table.codes):
+            if code == FAILED:
+                stem = self._table.batches[self._table.batch[task]]
+                failure = self._status_file(stem)["failures"][str(task)]
+                found.append(TaskErrorInfo(task=task, **failure))
+        return found
+
+    def task_status(self, task: int) -> dict[str, Any] | None:
+        """The recorded status of one task (attempt, host, pid, times, memory, error)."""
+        self.refresh()
+        if not 0 <= task < self.spec.n_tasks:
+            raise AltusError(f"job {self.id} has no task {task} (it has {self.spec.n_tasks})")
+        if self._table.codes[task] == PENDING:
+            return None
+        stem = self._table.batches[self._table.batch[task]]
+        status, i = self._status_file(stem), self._table.position[task]
+        name = BatchName.parse(stem)
+        assert name is not None
+        entry: dict[str, Any] = {
+            "task": task,
+            "state": "done" if self._table.codes[task] == DONE else "failed",
+            "round": name.round,
+            "attempt": name.attempt,
+            "host": status["host"],
+            "pid": status["pid"],
+            "start": status["start"][i],
+            "end": status["start"][i] + status["duration"][i],
+            "duration": status["duration"][i],
+            "peak_memory": status["peak_memory"][i],
+            "exit_reason": "returned",
+            "error_type": None,
+            "message": None,
+            "traceback": None,
+        }
+        entry.update(status["failures"].get(str(task), {}))
+        return entry
+
+    def logs(self, task: int) -> TaskLogs:
+        """What the task printed to stdout and stderr."""
+        if not 0 <= task < self.spec.n_tasks:
+            raise AltusError(f"job {self.id} has no task {task} (it has {self.spec.n_tasks})")
+        read = self._record.read_log
+        return TaskLogs(
+            task, read(task, "out").decode(errors="replace"), read(task, "err").decode(errors="replace")
+        )
+
+    # -- futures ----------------------------------------------------------------------------
+
+    @property
+    def futures(self) -> list[Future[Any]]:
+        """One ``concurrent.futures.Future`` per task, for ``as_completed`` and ``wait``."""
+        with self._lock:
+            if self._futures is None:
+                self._futures = [Future() for _ in range(self.spec.n_tasks)]
+                self._settle(range(self.spec.n_tasks))
+                self._start_watcher()
+            return self._futures
+
+    def _settle(self, tasks: Any) -> None:
+        assert self._futures is not None
+        table = self._table
+        for task in tasks:
+            future = self._futures[task]
+            if future.done():
+                continue
+            if table.codes[task] == PENDING and not table.is_cancelled(task):
+                continue
+            try:
+                future.set_result(self.result(task))
+            except InvalidStateError:
+                pass
+            except BaseException as exc:
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(exc)
+
+    def _start_watcher(self) -> None:
+        if self._watcher is None and not self.finished():
+            self._watcher = threading.Thread(target=self._watch, name=f"altus-{self.id}", daemon=True)
+            self._watcher.start()
+
+    def _watch(self) -> None:
+        pause = 0.01
+        while True:
+            with self._lock:
+                self._settle(self.refresh())
+                if self.finished():
+                    self._settle(range(self.spec.n_tasks))
+                    return
+            if not self.backend.is_active(self._record):
+                self._fail_futures(self._lost())
+                return
+            pause = min(pause * 1.5, 0.5)
+            self.backend.wait_for_change(self._record, pause)
+
+    def _fail_futures(self, error: BaseException) -> None:
+        assert self._futures is not None
+        for future in self._futures:
+            if not future.done():
+                with contextlib.suppress(InvalidStateError):
+                    future.set_exception(error)
+
+    # -- control -------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the job: queued tasks never start, running ones are killed."""
+        round_ = self._table.rounds[-1]
+        self._record.cancel(round_)
+        self.backend.cancel(self._record, round_)
+        if self._futures is not None:
+            self._settle(range(self.spec.n_tasks))
+
+    def retry(self, failed_only: bool = True) -> Job:
+        """Run failed tasks again (and cancelled or lost ones too with ``failed_only=False``)."""
+        self.refresh()
+        table = self._table
+        wanted = FAILED if failed_only else None
+        tasks = [
+            task
+            for task, code in enumerate(table.codes)
+            if code == FAILED or (wanted is None and code == PENDING)
+        ]
+        if not tasks:
+            return self
+        if not failed_only and self.state() == "running":
+            raise AltusError(f"job {self.id} is still running; cancel it or wait before retrying")
+        size = max(1, -(-len(tasks) // max(1, self.spec.n_chunks)))
+        size = max(size, self._chunk_size())
+        chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+        round_ = self._record.add_round(chunks)
+        with self._lock:
+            table.start_round(round_)
+            self._futures = None
+            self._watcher = None
+        resources = Resources.from_user(self.spec.resources)
+        self.backend.launch(Launch(self._record, round_, len(chunks), self.spec.workers, resources))
+        return self
+
+    def _chunk_size(self) -> int:
+        bounds = self.spec.bounds
+        return max(1, bounds[1] - bounds[0]) if len(bounds) > 1 else 1
+
+    def remove(self, force: bool = False) -> None:
+        """Delete the record; a running job must be cancelled first (or ``force``)."""
+        if not force and self.state() == "running":
+            raise AltusError(f"job {self.id} is still running; cancel it first or use force")
+        if force and self.state() == "running":
+            self.cancel()
+        self._record.remove()
+
+    def summary(self) -> JobSummary:
+        spec = self.spec
+        return JobSummary(
+            id=spec.id,
+            name=spec.name,
+            function=spec.function,
+            backend=spec.backend,
+            created=spec.created,
+            host=spec.host,
+            n_tasks=spec.n_tasks,
+            counts=self.status(),
+            state=self.state(),
+        )
+
+
+def jobs(store: str | Store | None = None) -> list[JobSummary]:
+    """Every job record in the store, oldest first; damaged records are skipped."""
+    root = open_store(store or load_settings().default_store_url)
+    found = []
+    for job_id in job_ids(root):
+        try:
+            found.append(Job(JobRecord.find(root, job_id)).summary())
+        except (JobNotFound, RecordError):
+            continue
+    return sorted(found, key=lambda summary: summary.created)

@@ -1,0 +1,342 @@
+"""The job record: everything about one map, in one folder of a store.
+
+The record is the only thing a client and its workers share, so it is a
+fixed, documented layout in which every object is written atomically and
+never changed afterwards (format 1)::
+
+    <store>/<job id>/
+      spec.json                       JobSpec: function, backend, resources, counts, chunk bounds
+      function.pkl                    the function, cloudpickled
+      inputs/<chunk>.pkl              the inputs of one chunk (a list), cloudpickled
+      rounds/<round>.json             tasks a retry runs again, split into chunks (round >= 1)
+      claims/r<R>-c<chunk>-a<A>.json  a worker took chunk <chunk> of round R, attempt A
+      results/<batch>.bin             pickled return values (or exceptions), back to back
+      status/<batch>.json             per-task status of the same tasks; the commit point
+      logs/<task>.out, <task>.err     what a task printed, only when it printed anything
+      cancelled/r<R>                  round R was cancelled
+      backend/<name>.json             what the backend needs to watch or cancel its workers
+
+A worker commits the tasks it finished as a *batch* named
+``r<R>-c<chunk>-a<A>-b<seq>``: the results file first, then the status file,
+created exclusively. A task is done exactly when a status file lists it, so
+a result is recorded once or not at all, and a worker killed between the two
+writes loses only work that is run again. Batching (a worker commits at most
+every ``FLUSH_SECONDS``) is what makes 10,000 tiny tasks cost a few dozen
+writes instead of 20,000.
+
+Status files are columnar JSON (``tasks``, ``start``, ``duration``,
+``peak_memory``, ``offset``, ``size``…, one entry per task) with the failures
+in a separate ``failures`` map of task → error fields. A task belongs to the
+newest round that lists it; entries of older rounds are history.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import secrets
+import socket
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from altus.errors import JobNotFound, RecordError
+from altus.storage import Store, open_store
+
+__all__ = [
+    "FORMAT",
+    "BatchName",
+    "Commit",
+    "JobRecord",
+    "JobSpec",
+    "new_job_id",
+]
+
+FORMAT = 1
+"""The layout version written into every spec; readers refuse newer ones."""
+
+_BATCH = re.compile(r"^r(\d+)-c(\d+)-a(\d+)-(b\d+|died\d*)$")
+
+
+def new_job_id(name: str) -> str:
+    """``<name>-<UTC date>-<time>-<4 hex>``: sortable, readable, unique enough."""
+    slug = re.sub(r"[^a-z0-9_.]+", "-", name.lower()).strip("-.")[:40] or "job"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return f"{slug}-{stamp}-{secrets.token_hex(2)}"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What was submitted; written once as ``spec.json``."""
+
+    id: str
+    name: str
+    function: str
+    backend: str
+    n_tasks: int
+    bounds: tuple[int, ...]
+    """Chunk k holds tasks ``bounds[k]`` to ``bounds[k+1] - 1``."""
+    calling: str = "item"
+    """How a task's input is passed: ``f(x)`` (item), ``f(*x)`` (star) or ``f(*a, **k)`` (args_kwargs)."""
+    retries: int = 2
+    timeout: float | None = None
+    workers: int | None = None
+    resources: dict[str, Any] = field(default_factory=dict)
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    created: float = 0.0
+    host: str = ""
+    user: str = ""
+    altus_version: str = ""
+    python: str = ""
+    format: int = FORMAT
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.bounds) - 1
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), indent=1).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes, where: str) -> JobSpec:
+        try:
+            fields = json.loads(data)
+            if fields.get("format", 0) > FORMAT:
+                raise RecordError(
+                    f"{where} was written by a newer altus (format {fields['format']}); upgrade"
+                )
+            fields["bounds"] = tuple(fields["bounds"])
+            return cls(**fields)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RecordError(f"{where} is damaged: {exc}") from exc
+
+
+def submission_context() -> dict[str, Any]:
+    """Where and by whom a job is submitted, for the spec."""
+    from altus import __version__
+
+    return {
+        "created": time.time(),
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        "altus_version": __version__,
+        "python": sys.version.split()[0],
+    }
+
+
+@dataclass(frozen=True)
+class BatchName:
+    """``r<round>-c<chunk>-a<attempt>-<tag>``: who committed a batch."""
+
+    round: int
+    chunk: int
+    attempt: int
+    tag: str
+
+    def __str__(self) -> str:
+        return f"r{self.round}-c{self.chunk:06d}-a{self.attempt}-{self.tag}"
+
+    @classmethod
+    def parse(cls, stem: str) -> BatchName | None:
+        match = _BATCH.match(stem)
+        if not match:
+            return None
+        return cls(int(match[1]), int(match[2]), int(match[3]), match[4])
+
+
+@dataclass
+class Commit:
+    """The tasks of one batch, column by column, as a worker builds it."""
+
+    tasks: list[int] = field(default_factory=list)
+    start: list[float] = field(default_factory=list)
+    duration: list[float] = field(default_factory=list)
+    peak_memory: list[int] = field(default_factory=list)
+    offset: list[int] = field(default_factory=list)
+    size: list[int] = field(default_factory=list)
+    stdout: list[int] = field(default_factory=list)
+    stderr: list[int] = field(default_factory=list)
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+
+class JobRecord:
+    """One job's folder in a store, with the reads and writes its parts need."""
+
+    def __init__(self, store: Store, spec: JobSpec) -> None:
+        self.store = store
+        self.spec = spec
+        self._rounds: dict[int, list[list[int]]] = {}
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    # -- creating and opening -------------------------------------------------
+
+    @classmethod
+    def create(
+        cls, root: Store, spec: JobSpec, function_blob: bytes, chunk_blobs: Iterable[bytes]
+    ) -> JobRecord:
+        store = root.child(spec.id)
+        store.write("function.pkl", function_blob)
+        for chunk, blob in enumerate(chunk_blobs):
+            store.write(f"inputs/{chunk:06d}.pkl", blob)
+        store.write("spec.json", spec.to_json())  # last: a record with a spec is complete
+        return cls(store, spec)
+
+    @classmethod
+    def open(cls, url: str | Store) -> JobRecord:
+        store = open_store(url)
+        try:
+            data = store.read("spec.json")
+        except FileNotFoundError:
+            raise JobNotFound(f"no job record at {store.url}") from None
+        return cls(store, JobSpec.from_json(data, where=f"{store.url}/spec.json"))
+
+    @classmethod
+    def find(cls, root: Store, job_id: str) -> JobRecord:
+        if not job_id or "/" in job_id or job_id.startswith("."):
+            raise JobNotFound(f"no job {job_id!r} in {root.url}")
+        try:
+            return cls.open(root.child(job_id))
+        except JobNotFound:
+            raise JobNotFound(f"no job {job_id!r} in {root.url}") from None
+
+    # -- pieces a worker reads ------------------------------------------------
+
+    def function_blob(self) -> bytes:
+        return self._read("function.pkl")
+
+    def input_blob(self, chunk: int) -> bytes:
+        return self._read(f"inputs/{chunk:06d}.pkl")
+
+    def chunk_tasks(self, round_: int, chunk: int) -> range | list[int]:
+        """The task indices that chunk ``chunk`` of round ``round_`` runs."""
+        if round_ == 0:
+            return range(self.spec.bounds[chunk], self.spec.bounds[chunk + 1])
+        return self.round_chunks(round_)[chunk]
+
+    def input_chunk_of(self, task: int) -> int:
+        from bisect import bisect_right
+
+        return bisect_right(self.spec.bounds, task) - 1
+
+    # -- rounds -----------------------------------------------------------------
+
+    def round_chunks(self, round_: int) -> list[list[int]]:
+        if round_ not in self._rounds:
+            data = json.loads(self._read(f"rounds/{round_}.json"))
+            self._rounds[round_] = [list(chunk) for chunk in data["chunks"]]
+        return self._rounds[round_]
+
+    def n_chunks(self, round_: int) -> int:
+        return self.spec.n_chunks if round_ == 0 else len(self.round_chunks(round_))
+
+    def rounds(self) -> list[int]:
+        """Every round of the job, oldest first; round 0 is the original map."""
+        found = [int(name[:-5]) for name in self.store.children("rounds") if name.endswith(".json")]
+        return [0, *sorted(found)]
+
+    def add_round(self, chunks: Sequence[Sequence[int]]) -> int:
+        round_ = self.rounds()[-1] + 1
+        body = json.dumps({"chunks": [list(chunk) for chunk in chunks]}).encode()
+        if not self.store.create(f"rounds/{round_}.json", body):
+            raise RecordError(f"{self.url}: another process started round {round_} at once")
+        return round_
+
+    # -- claims, commits, logs ------------------------------------------------
+
+    def claim(self, round_: int, chunk: int, attempt: int) -> None:
+        body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
+        self.store.write(f"claims/r{round_}-c{chunk:06d}-a{attempt}.json", body.encode())
+
+    def commit(self, name: BatchName, commit: Commit, results: bytes) -> bool:
+        """Record a batch: results first, then the status file that makes it count."""
+        if results:
+            self.store.write(f"results/{name}.bin", results)
+        status = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            **asdict(commit),
+        }
+        return self.store.create(f"status/{name}.json", json.dumps(status).encode())
+
+    def status_names(self) -> Iterator[str]:
+        for name in self.store.children("status"):
+            if name.endswith(".json"):
+                yield name[:-5]
+
+    def recorded_tasks(self, round_: int) -> set[int]:
+        """Tasks that already have a status in ``round_`` (to skip on a rerun)."""
+        recorded: set[int] = set()
+        for stem in self.status_names():
+            name = BatchName.parse(stem)
+            if name is not None and name.round == round_:
+                recorded.update(self.read_status(stem)["tasks"])
+        return recorded
+
+    def read_status(self, stem: str) -> dict[str, Any]:
+        try:
+            return json.loads(self._read(f"status/{stem}.json"))  # type: ignore[no-any-return]
+        except ValueError as exc:
+            raise RecordError(f"{self.url}/status/{stem}.json is damaged: {exc}") from exc
+
+    def read_result(self, stem: str, offset: int, size: int) -> bytes:
+        return self.store.read_range(f"results/{stem}.bin", offset, size)
+
+    def read_results(self, stem: str) -> bytes:
+        return self._read(f"results/{stem}.bin")
+
+    def write_log(self, task: int, stream: str, data: bytes) -> None:
+        self.store.write(f"logs/{task:06d}.{stream}", data)
+
+    def read_log(self, task: int, stream: str) -> bytes:
+        try:
+            return self.store.read(f"logs/{task:06d}.{stream}")
+        except FileNotFoundError:
+            return b""
+
+    # -- cancellation and backend state ---------------------------------------------
+
+    def cancel(self, round_: int) -> None:
+        self.store.write(f"cancelled/r{round_}", str(time.time()).encode())
+
+    def cancelled_rounds(self) -> set[int]:
+        return {int(name[1:]) for name in self.store.children("cancelled") if name[1:].isdigit()}
+
+    def is_cancelled(self, round_: int) -> bool:
+        return self.store.exists(f"cancelled/r{round_}")
+
+    def write_backend_state(self, backend: str, state: dict[str, Any]) -> None:
+        self.store.write(f"backend/{backend}.json", json.dumps(state).encode())
+
+    def backend_state(self, backend: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.store.read(f"backend/{backend}.json"))  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    def remove(self) -> None:
+        self.store.delete_tree("")
+
+    def _read(self, key: str) -> bytes:
+        try:
+            return self.store.read(key)
+        except FileNotFoundError:
+            raise RecordError(f"job record {self.url} is damaged: {key} is missing") from None
+
+
+def job_ids(root: Store) -> list[str]:
+    """Ids of the records directly below ``root``, oldest first by name."""
+    return sorted(name[:-1] for name in root.children("") if name.endswith("/"))

@@ -1,0 +1,309 @@
+"""The worker: run one chunk of a job record's tasks and commit the outcomes.
+
+Every backend does the same thing N times: start this module on some host
+that can reach the record's store::
+
+    python -m altus.batch.worker RECORD_URL CHUNK [--round R] [--attempt A]
+
+A worker reads the function and its chunk of inputs, runs the tasks in order,
+and commits what they returned (or raised) in batches (see ``record.py``).
+On a later attempt it first skips the tasks already recorded, so rerunning a
+chunk after a crash neither loses nor duplicates a result.
+
+Each task's stdout and stderr are captured at the file-descriptor level, so
+output of C libraries and subprocesses lands in the task's log too; the
+per-task cost is two ``lseek`` calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import resource
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Protocol
+
+import cloudpickle
+
+from altus.batch.record import BatchName, Commit, JobRecord
+from altus.errors import TaskTimeout
+
+__all__ = ["FLUSH_SECONDS", "Monitor", "TaskRunner", "main", "run_chunk"]
+
+FLUSH_SECONDS = 0.2
+"""A worker commits finished tasks at least this often (and at the end of a chunk)."""
+
+FLUSH_BYTES = 64 << 20
+"""…and as soon as this many bytes of results are waiting."""
+
+
+class Monitor(Protocol):
+    """What a backend's worker loop may want to hear about, cheaply."""
+
+    def task_started(self, task: int) -> None: ...
+
+    def committed(self, batch: str, n_tasks: int) -> None: ...
+
+
+class _Silent:
+    def task_started(self, task: int) -> None:
+        pass
+
+    def committed(self, batch: str, n_tasks: int) -> None:
+        pass
+
+
+class OutputCapture:
+    """Send fd 1 and 2 to two temp files and cut them into per-task slices."""
+
+    def __init__(self) -> None:
+        self.console = os.dup(2)
+        self.files = [tempfile.TemporaryFile(prefix="altus-out-") for _ in range(2)]
+        for target, file in zip((1, 2), self.files, strict=True):
+            sys.stdout.flush() if target == 1 else sys.stderr.flush()
+            os.dup2(file.fileno(), target)
+
+    def mark(self) -> tuple[int, int]:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        return os.lseek(1, 0, os.SEEK_CUR), os.lseek(2, 0, os.SEEK_CUR)
+
+    def read(self, stream: int, start: int, end: int) -> bytes:
+        return os.pread(stream + 1, end - start, start)
+
+    def reset(self) -> None:
+        """Empty both files once their slices have been saved."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for target in (1, 2):
+            os.ftruncate(target, 0)
+            os.lseek(target, 0, os.SEEK_SET)
+
+    def say(self, line: str) -> None:
+        """Print to the worker's own stderr, not into a task's log."""
+        os.write(self.console, line.encode() + b"\n")
+
+
+class PeakMemory:
+    """Peak resident memory of this process since the last ``reset`` (Linux)."""
+
+    def __init__(self) -> None:
+        try:
+            self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
+        except OSError:
+            self._clear = -1
+
+    def reset(self) -> None:
+        if self._clear >= 0:
+            try:
+                os.write(self._clear, b"5")
+            except OSError:
+                self._clear = -1
+
+    @staticmethod
+    def read() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Alarm(BaseException):
+    """Raised inside a task by SIGALRM; a BaseException so user code rarely swallows it."""
+
+
+def _on_alarm(signum: int, frame: FrameType | None) -> None:
+    raise _Alarm
+
+
+@dataclass
+class _Batch:
+    commit: Commit = field(default_factory=Commit)
+    blobs: list[bytes] = field(default_factory=list)
+    nbytes: int = 0
+    logs: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+
+
+class TaskRunner:
+    """Runs tasks of one record; kept across chunks so the function loads once."""
+
+    def __init__(self, record: JobRecord, capture: OutputCapture, monitor: Monitor) -> None:
+        self.record = record
+        self.capture = capture
+        self.monitor = monitor
+        self.memory = PeakMemory()
+        self.function: Callable[..., Any] = cloudpickle.loads(record.function_blob())
+        self.calling = record.spec.calling
+        self.timeout = record.spec.timeout
+        self._inputs: dict[int, list[Any]] = {}
+
+    def run_chunk(self, round_: int, chunk: int, attempt: int) -> int:
+        """Run what is left of a chunk; returns how many tasks were committed."""
+        tasks: Sequence[int] = self.record.chunk_tasks(round_, chunk)
+        if attempt > 0:
+            recorded = self.record.recorded_tasks(round_)
+            tasks = [task for task in tasks if task not in recorded]
+        self.record.claim(round_, chunk, attempt)
+        self._inputs.clear()
+        done = 0
+        seq = 0
+        batch = _Batch()
+        last_flush = time.perf_counter()
+        for task in tasks:
+            self._run_one(task, batch)
+            now = time.perf_counter()
+            if now - last_flush >= FLUSH_SECONDS or batch.nbytes >= FLUSH_BYTES:
+                done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), batch)
+                seq, batch, last_flush = seq + 1, _Batch(), now
+                if self.record.is_cancelled(round_):
+                    return done
+        if batch.commit.tasks:
+            done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), batch)
+        return done
+
+    def _item(self, task: int) -> Any:
+        chunk = self.record.input_chunk_of(task)
+        items = self._inputs.get(chunk)
+        if items is None:
+            items = self._inputs[chunk] = cloudpickle.loads(self.record.input_blob(chunk))
+        return items[task - self.record.spec.bounds[chunk]]
+
+    def _call(self, item: Any) -> Any:
+        if self.calling == "item":
+            return self.function(item)
+        if self.calling == "star":
+            return self.function(*item)
+        args, kwargs = item
+        return self.function(*args, **kwargs)
+
+    def _run_one(self, task: int, batch: _Batch) -> None:
+        self.monitor.task_started(task)
+        self.memory.reset()
+        out0, err0 = self.capture.mark()
+        wall = time.time()
+        start = time.perf_counter()
+        failure: dict[str, Any] | None = None
+        try:
+            if self.timeout:
+                signal.setitimer(signal.ITIMER_REAL, self.timeout)
+            try:
+                value = self._call(self._item(task))
+            finally:
+                if self.timeout:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        except _Alarm:
+            value = TaskTimeout(f"task {task} ran past the timeout of {self.timeout:g} s", task=task)
+            failure = _failure(value, "timeout", "")
+        except Exception as exc:  # the task's own error: recorded, not raised
+            value = exc
+            failure = _failure(exc, "raised", _remote_traceback(exc))
+        duration = time.perf_counter() - start
+        out1, err1 = self.capture.mark()
+        blob, failure = _dumps(value, task, failure)
+        commit = batch.commit
+        if failure is not None:
+            commit.failures[str(task)] = failure
+        commit.tasks.append(task)
+        commit.start.append(round(wall, 6))
+        commit.duration.append(round(duration, 6))
+        commit.peak_memory.append(self.memory.read())
+        commit.offset.append(batch.nbytes)
+        commit.size.append(len(blob))
+        commit.stdout.append(out1 - out0)
+        commit.stderr.append(err1 - err0)
+        if out1 > out0 or err1 > err0:
+            batch.logs.append((task, out0, out1, err0, err1))
+        batch.blobs.append(blob)
+        batch.nbytes += len(blob)
+
+    def _flush(self, name: BatchName, batch: _Batch) -> int:
+        for task, out0, out1, err0, err1 in batch.logs:
+            if out1 > out0:
+                self.record.write_log(task, "out", self.capture.read(0, out0, out1))
+            if err1 > err0:
+                self.record.write_log(task, "err", self.capture.read(1, err0, err1))
+        if batch.logs:
+            self.capture.reset()
+        self.record.commit(name, batch.commit, b"".join(batch.blobs))
+        self.monitor.committed(str(name), len(batch.commit))
+        return len(batch.commit)
+
+
+def _failure(exc: BaseException, reason: str, remote_tb: str) -> dict[str, Any]:
+    return {
+        "exit_reason": reason,
+        "error_type": _qualname(type(exc)),
+        "message": str(exc.args[0]) if isinstance(exc, TaskTimeout) else str(exc),
+        "traceback": remote_tb,
+    }
+
+
+def _qualname(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _remote_traceback(exc: BaseException) -> str:
+    """The traceback from the user's function down, without the worker's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _dumps(value: Any, task: int, failure: dict[str, Any] | None) -> tuple[bytes, dict[str, Any] | None]:
+    """Pickle a return value or exception; an unpicklable one becomes a failure."""
+    try:
+        return pickle.dumps(value, protocol=5), failure
+    except Exception:
+        pass
+    try:
+        return cloudpickle.dumps(value, protocol=5), failure
+    except Exception as exc:
+        if failure is not None:  # an exception we cannot ship: its text is in the status
+            return b"", failure
+        what = f"the return value of task {task} ({type(value).__name__}) cannot be pickled"
+        return b"", {
+            "exit_reason": "unpicklable result",
+            "error_type": "altus.errors.TaskFailed",
+            "message": f"{what}: {exc}",
+            "traceback": "",
+        }
+
+
+def run_chunk(
+    record: JobRecord, round_: int, chunk: int, attempt: int = 0, monitor: Monitor | None = None
+) -> int:
+    """Run one chunk in this process with output capture; the one-shot worker's core."""
+    capture = OutputCapture()
+    runner = TaskRunner(record, capture, monitor or _Silent())
+    return runner.run_chunk(round_, chunk, attempt)
+
+
+def install_alarm() -> None:
+    signal.signal(signal.SIGALRM, _on_alarm)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m altus.batch.worker",
+        description="Run one chunk of an altus job record and commit its results.",
+    )
+    parser.add_argument("record", help="URL of the job record (its folder in a store)")
+    parser.add_argument("chunk", type=int)
+    parser.add_argument("--round", type=int, default=0, dest="round_")
+    parser.add_argument("--attempt", type=int, default=0)
+    args = parser.parse_args(argv)
+    install_alarm()
+    record = JobRecord.open(args.record)
+    run_chunk(record, args.round_, args.chunk, args.attempt)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Every error altus raises on purpose.
+
+Errors from the libraries underneath (pickle, subprocess, the filesystem) are
+translated at the boundary with ``raise X(...) from exc`` so that a user, or
+the CLI, only ever has to catch ``AltusError``. Storage keeps the built-in
+``FileNotFoundError`` and ``PermissionError`` where they fit.
+
+::
+
+    AltusError
+     ├── ConfigError              a setting or settings file is invalid
+     ├── BackendError             a backend cannot start, watch or cancel workers
+     │    └── BackendUnavailable  its extra or its engine is not installed here
+     ├── StoreError               a store URL is unusable
+     ├── RecordError              a job record is missing, damaged or too new
+     │    └── JobNotFound         no record with that id in the store
+     ├── SubmitError              the function or an input cannot be sent to a worker
+     ├── JobLost                  nothing is running the job's unfinished tasks any more
+     └── TaskError                a task did not produce a result
+          ├── TaskFailed          the function raised and the exception cannot be rebuilt
+          ├── TaskTimeout         the task ran past the knot's timeout
+          ├── WorkerDied          the worker process died under the task, past its retries
+          └── TaskCancelled       the job was cancelled before the task finished
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AltusError",
+    "BackendError",
+    "BackendUnavailable",
+    "ConfigError",
+    "JobLost",
+    "JobNotFound",
+    "RecordError",
+    "StoreError",
+    "SubmitError",
+    "TaskCancelled",
+    "TaskError",
+    "TaskFailed",
+    "TaskTimeout",
+    "WorkerDied",
+]
+
+
+class AltusError(Exception):
+    """The root of every error altus raises on purpose."""
+
+
+class ConfigError(AltusError):
+    """A setting, an environment variable or a settings file is invalid."""
+
+
+class BackendError(AltusError):
+    """A backend could not start, watch or cancel its workers."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend's Python extra or its engine is missing on this machine."""
+
+
+class StoreError(AltusError):
+    """A store URL cannot be used (unknown scheme, unreachable, not writable)."""
+
+
+class RecordError(AltusError):
+    """A job record is damaged, incomplete or written by a newer altus."""
+
+
+class JobNotFound(RecordError):
+    """No job record with the given id exists in the store."""
+
+
+class SubmitError(AltusError):
+    """The function or one of its inputs cannot be pickled for the workers."""
+
+
+class JobLost(AltusError):
+    """The job has unfinished tasks but nothing is running them any more."""
+
+
+class TaskError(AltusError):
+    """A task did not produce a result; ``task`` is its index in the input."""
+
+    def __init__(self, message: str, *, task: int | None = None, traceback: str = "") -> None:
+        super().__init__(message)
+        self.task = task
+        self.remote_traceback = traceback
+
+    def __str__(self) -> str:
+        message = super().__str__()
+        if self.remote_traceback:
+            return f"{message}\n\nRemote traceback:\n{self.remote_traceback}"
+        return message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_task_error, (type(self), self.args[0], self.task, self.remote_traceback))
+
+
+def _rebuild_task_error(
+    cls: type[TaskError], message: str, task: int | None, traceback: str
+) -> TaskError:
+    return cls(message, task=task, traceback=traceback)
+
+
+class TaskFailed(TaskError):
+    """The function raised an exception that could not be rebuilt in this process."""
+
+
+class TaskTimeout(TaskError):
+    """The task ran longer than the knot's ``timeout``."""
+
+
+class WorkerDied(TaskError):
+    """The worker process died while running the task, more often than ``retries`` allows."""
+
+
+class TaskCancelled(TaskError):
+    """The job was cancelled before this task finished."""

@@ -1,0 +1,93 @@
+"""A store on a local or shared filesystem (``file://`` URLs and plain paths)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from altus.storage.store import Store
+
+__all__ = ["LocalStore"]
+
+
+class LocalStore(Store):
+    """Objects are files below ``root``; writes go to a hidden temp file first.
+
+    ``write`` renames the temp file over the key (atomic replace); ``create``
+    hard-links it to the key, which fails if the key exists — so of two
+    writers racing to record the same thing, exactly one wins, also on NFS.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.url = self.root.as_uri()
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    def read(self, key: str) -> bytes:
+        return self.path(key).read_bytes()
+
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        with open(self.path(key), "rb") as file:
+            file.seek(start)
+            return file.read(length)
+
+    def write(self, key: str, data: bytes) -> None:
+        tmp = self._write_temp(key, data)
+        os.replace(tmp, self.path(key))
+
+    def create(self, key: str, data: bytes) -> bool:
+        tmp = self._write_temp(key, data)
+        try:
+            os.link(tmp, self.path(key))
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def list(self, prefix: str) -> Iterator[str]:
+        base = self.path(prefix)
+        for folder, _dirs, files in os.walk(base):
+            rel = os.path.relpath(folder, self.root)
+            for name in files:
+                if not name.startswith(".tmp-"):
+                    yield name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
+
+    def children(self, prefix: str) -> Iterator[str]:
+        try:
+            entries = list(os.scandir(self.path(prefix)))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if not entry.name.startswith(".tmp-"):
+                yield entry.name + "/" if entry.is_dir() else entry.name
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+    def delete_tree(self, prefix: str) -> None:
+        shutil.rmtree(self.path(prefix), ignore_errors=True)
+
+    def _write_temp(self, key: str, data: bytes) -> Path:
+        target = self.path(key)
+        tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        return tmp

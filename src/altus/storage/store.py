@@ -1,0 +1,72 @@
+"""The Store: a URL root under which everything durable lives.
+
+A store is deliberately tiny: whole-object reads and writes, an exclusive
+create, listing and deletion. Every write is atomic — a reader sees the old
+object, the new object or nothing, never a torn one — which is what lets a
+job record be shared by a client and workers on other hosts with no other
+coordination. The same few methods map onto a filesystem (temp file +
+rename/link) and onto S3 (one PUT, ``If-None-Match: *`` for create).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+__all__ = ["Store", "join"]
+
+
+def join(*parts: str) -> str:
+    """Join key parts with ``/``, ignoring empty parts."""
+    return "/".join(part.strip("/") for part in parts if part.strip("/"))
+
+
+class Store(ABC):
+    """Keys are ``/``-separated relative paths below the store's root URL."""
+
+    url: str
+
+    @abstractmethod
+    def read(self, key: str) -> bytes:
+        """The whole object; ``FileNotFoundError`` if there is none."""
+
+    @abstractmethod
+    def read_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the object from ``start``."""
+
+    @abstractmethod
+    def write(self, key: str, data: bytes) -> None:
+        """Write or replace the object atomically."""
+
+    @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write the object only if it does not exist yet; False if it did."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool:
+        """Whether the object exists."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[str]:
+        """Keys of every object below ``prefix`` (a folder), in no set order."""
+
+    @abstractmethod
+    def children(self, prefix: str) -> Iterator[str]:
+        """Names directly below ``prefix``; sub-folders end with ``/``."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one object; missing is fine."""
+
+    @abstractmethod
+    def delete_tree(self, prefix: str) -> None:
+        """Remove every object below ``prefix``."""
+
+    def child(self, prefix: str) -> Store:
+        """A store rooted at ``prefix`` below this one."""
+        from altus.storage import open_store
+
+        return open_store(self.url.rstrip("/") + "/" + prefix.strip("/"))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
