@@ -100,6 +100,8 @@ class _TaskTable:
         self.codes = bytearray(n)
         self.batch = array("i", bytes(4 * n))
         self.position = array("i", bytes(4 * n))
+        self.offset = array("q", bytes(8 * n))
+        self.size = array("q", bytes(8 * n))
         self.round = array("i", bytes(4 * n))
         self.batches: list[str] = []
         self.seen: set[str] = set()
@@ -139,6 +141,7 @@ class _TaskTable:
         index = len(self.batches)
         self.batches.append(stem)
         resolved = []
+        offsets, sizes = status["offset"], status["size"]
         for position, task in enumerate(status["tasks"]):
             if self.round[task] != round_ or self.codes[task] == DONE:
                 continue
@@ -147,6 +150,7 @@ class _TaskTable:
                 continue
             self._set(task, code)
             self.batch[task], self.position[task] = index, position
+            self.offset[task], self.size[task] = offsets[position], sizes[position]
             resolved.append(task)
         return resolved
 
@@ -183,7 +187,7 @@ class Job:
         self._lock = threading.RLock()
         self._futures: list[Future[Any]] | None = None
         self._watcher: threading.Thread | None = None
-        self._loaded: tuple[str, bytes] | None = None
+        self._loaded: tuple[str, memoryview] | None = None
         self._table._load_rounds()
         self._table.refresh()
 
@@ -326,12 +330,10 @@ class Job:
                 raise TaskCancelled(f"task {task} of job {self.id} was cancelled", task=task)
             raise AltusError(f"task {task} of job {self.id} has not finished")
         stem = table.batches[table.batch[task]]
-        status = self._status_file(stem)
-        position = table.position[task]
-        blob = self._result_blob(stem, status["offset"][position], status["size"][position])
+        blob = self._result_blob(stem, table.offset[task], table.size[task])
         if code == DONE:
             return pickle.loads(blob)
-        raise self._exception(task, status["failures"][str(task)], blob)
+        raise self._exception(task, self._status_file(stem)["failures"][str(task)], blob)
 
     def _status_file(self, stem: str) -> dict[str, Any]:
         cached = getattr(self, "_status_cache", None)
@@ -341,11 +343,12 @@ class Job:
         return cached[1]
 
     def _result_blob(self, stem: str, offset: int, size: int) -> bytes:
+        """Read a whole results file once and slice it (in-order reads are the common case)."""
         if size == 0:
             return b""
         if self._loaded is None or self._loaded[0] != stem:
-            self._loaded = (stem, self._record.read_results(stem))
-        return self._loaded[1][offset : offset + size]
+            self._loaded = (stem, memoryview(self._record.read_results(stem)))
+        return bytes(self._loaded[1][offset : offset + size])
 
     def _exception(self, task: int, failure: dict[str, Any], blob: bytes) -> BaseException:
         exc: BaseException | None = None
@@ -405,9 +408,9 @@ class Job:
             "attempt": name.attempt,
             "host": status["host"],
             "pid": status["pid"],
-            "start": status["start"][i],
-            "end": status["start"][i] + status["duration"][i],
-            "duration": status["duration"][i],
+            "start": status["start_us"][i] / 1e6,
+            "end": (status["start_us"][i] + status["duration_us"][i]) / 1e6,
+            "duration": status["duration_us"][i] / 1e6,
             "peak_memory": status["peak_memory"][i],
             "exit_reason": "returned",
             "error_type": None,

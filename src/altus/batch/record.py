@@ -24,8 +24,9 @@ writes loses only work that is run again. Batching (a worker commits at most
 every ``FLUSH_SECONDS``) is what makes 10,000 tiny tasks cost a few dozen
 writes instead of 20,000.
 
-Status files are columnar JSON (``tasks``, ``start``, ``duration``,
-``peak_memory``, ``offset``, ``size``…, one entry per task) with the failures
+Status files are columnar JSON (``tasks``, ``start_us``, ``duration_us``,
+``peak_memory``, ``offset``, ``size``, ``stdout``, ``stderr``: one entry per
+task, integers only) with the failures
 in a separate ``failures`` map of task → error fields. A task belongs to the
 newest round that lists it; entries of older rounds are history.
 """
@@ -153,8 +154,9 @@ class Commit:
     """The tasks of one batch, column by column, as a worker builds it."""
 
     tasks: list[int] = field(default_factory=list)
-    start: list[float] = field(default_factory=list)
-    duration: list[float] = field(default_factory=list)
+    start_us: list[int] = field(default_factory=list)
+    """Wall-clock start, microseconds since the epoch (integers parse twice as fast)."""
+    duration_us: list[int] = field(default_factory=list)
     peak_memory: list[int] = field(default_factory=list)
     offset: list[int] = field(default_factory=list)
     size: list[int] = field(default_factory=list)
@@ -265,11 +267,7 @@ class JobRecord:
         """Record a batch: results first, then the status file that makes it count."""
         if results:
             self.store.write(f"results/{name}.bin", results)
-        status = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            **asdict(commit),
-        }
+        status = {"host": socket.gethostname(), "pid": os.getpid(), **vars(commit)}
         return self.store.create(f"status/{name}.json", json.dumps(status).encode())
 
     def status_names(self) -> Iterator[str]:

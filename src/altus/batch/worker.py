@@ -93,24 +93,41 @@ class OutputCapture:
 
 
 class PeakMemory:
-    """Peak resident memory of this process since the last ``reset`` (Linux)."""
+    """Peak resident memory of a task, from the process's high-water mark (Linux).
+
+    Reading and resetting the mark costs a few microseconds, as much as a tiny
+    task itself, so it is done only after tasks that ran for a millisecond or
+    more: a short task reports the mark since the last reset, an upper bound
+    that includes the tasks just before it.
+    """
+
+    SHORT = 0.001
 
     def __init__(self) -> None:
         try:
             self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
         except OSError:
             self._clear = -1
+        self._last = self._read_and_reset()
+        self._short_run = 0
 
-    def reset(self) -> None:
+    def after(self, duration: float) -> int:
+        """The peak for a task that just ran ``duration`` seconds."""
+        if duration < self.SHORT and self._short_run < 1000:
+            self._short_run += 1
+            return self._last
+        self._short_run = 0
+        self._last = self._read_and_reset()
+        return self._last
+
+    def _read_and_reset(self) -> int:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         if self._clear >= 0:
             try:
                 os.write(self._clear, b"5")
             except OSError:
                 self._clear = -1
-
-    @staticmethod
-    def read() -> int:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return peak
 
 
 class _Alarm(BaseException):
@@ -140,7 +157,7 @@ class TaskRunner:
         self.function: Callable[..., Any] = cloudpickle.loads(record.function_blob())
         self.calling = record.spec.calling
         self.timeout = record.spec.timeout
-        self._inputs: dict[int, list[Any]] = {}
+        self._current: tuple[int, list[Any]] = (0, [])
 
     def run_chunk(self, round_: int, chunk: int, attempt: int) -> int:
         """Run what is left of a chunk; returns how many tasks were committed."""
@@ -149,15 +166,17 @@ class TaskRunner:
             recorded = self.record.recorded_tasks(round_)
             tasks = [task for task in tasks if task not in recorded]
         self.record.claim(round_, chunk, attempt)
-        self._inputs.clear()
+        self._current = (0, [])
+        self._marks = self.capture.mark()
         done = 0
         seq = 0
         batch = _Batch()
         last_flush = time.perf_counter()
+        every = 0.0 if attempt else FLUSH_SECONDS  # after a crash, commit task by task
         for task in tasks:
             self._run_one(task, batch)
             now = time.perf_counter()
-            if now - last_flush >= FLUSH_SECONDS or batch.nbytes >= FLUSH_BYTES:
+            if now - last_flush >= every or batch.nbytes >= FLUSH_BYTES:
                 done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), batch)
                 seq, batch, last_flush = seq + 1, _Batch(), now
                 if self.record.is_cancelled(round_):
@@ -167,11 +186,13 @@ class TaskRunner:
         return done
 
     def _item(self, task: int) -> Any:
-        chunk = self.record.input_chunk_of(task)
-        items = self._inputs.get(chunk)
-        if items is None:
-            items = self._inputs[chunk] = cloudpickle.loads(self.record.input_blob(chunk))
-        return items[task - self.record.spec.bounds[chunk]]
+        first, items = self._current
+        if not first <= task < first + len(items):
+            chunk = self.record.input_chunk_of(task)
+            first = self.record.spec.bounds[chunk]
+            items = cloudpickle.loads(self.record.input_blob(chunk))
+            self._current = (first, items)
+        return items[task - first]
 
     def _call(self, item: Any) -> Any:
         if self.calling == "item":
@@ -183,8 +204,7 @@ class TaskRunner:
 
     def _run_one(self, task: int, batch: _Batch) -> None:
         self.monitor.task_started(task)
-        self.memory.reset()
-        out0, err0 = self.capture.mark()
+        out0, err0 = self._marks
         wall = time.time()
         start = time.perf_counter()
         failure: dict[str, Any] | None = None
@@ -203,15 +223,15 @@ class TaskRunner:
             value = exc
             failure = _failure(exc, "raised", _remote_traceback(exc))
         duration = time.perf_counter() - start
-        out1, err1 = self.capture.mark()
+        out1, err1 = self._marks = self.capture.mark()
         blob, failure = _dumps(value, task, failure)
         commit = batch.commit
         if failure is not None:
             commit.failures[str(task)] = failure
         commit.tasks.append(task)
-        commit.start.append(round(wall, 6))
-        commit.duration.append(round(duration, 6))
-        commit.peak_memory.append(self.memory.read())
+        commit.start_us.append(int(wall * 1e6))
+        commit.duration_us.append(int(duration * 1e6))
+        commit.peak_memory.append(self.memory.after(duration))
         commit.offset.append(batch.nbytes)
         commit.size.append(len(blob))
         commit.stdout.append(out1 - out0)
@@ -229,6 +249,7 @@ class TaskRunner:
                 self.record.write_log(task, "err", self.capture.read(1, err0, err1))
         if batch.logs:
             self.capture.reset()
+            self._marks = (0, 0)
         self.record.commit(name, batch.commit, b"".join(batch.blobs))
         self.monitor.committed(str(name), len(batch.commit))
         return len(batch.commit)

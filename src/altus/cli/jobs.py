@@ -138,14 +138,22 @@ def cancel(job_id: str, store: str | None) -> None:
 
 @jobs.command()
 @_job_argument
-@click.option("--all", "all_tasks", is_flag=True, help="Run every task again, not just failed.")
+@click.option("--all", "all_tasks", is_flag=True, help="Also rerun cancelled and lost tasks.")
 @_store_option
 def retry(job_id: str, all_tasks: bool, store: str | None) -> None:
-    """Submit a job's failed tasks again (every task with --all), then return."""
+    """Run a job's failed tasks again (with --all, its unfinished ones too), then return.
+
+    Tasks that are done are never rerun. Follow the job with `altus jobs show ID`.
+    """
     job = _attach(job_id, store)
+    counts = job.status()
+    unfinished = counts["pending"] + counts["running"] + counts["cancelled"]
+    n_tasks = counts["failed"] + (unfinished if all_tasks else 0)
+    if n_tasks == 0:
+        click.echo(f"job {job.id}: nothing to retry ({job.state()})")
+        return
     retried = job.retry(failed_only=not all_tasks)
-    which = "all" if all_tasks else "failed"
-    click.echo(f"job {retried.id}: resubmitted {which} tasks of job {job.id}")
+    click.echo(f"job {retried.id}: resubmitted {n_tasks} task(s)")
 
 
 @jobs.command()
@@ -189,9 +197,11 @@ def _summary_row(summary: JobSummary) -> tuple[object, ...]:
 def _spec_fields(job: Job, state: str, counts: dict[str, int]) -> list[tuple[str, str]]:
     spec = job.spec
     timeout = "none" if spec.timeout is None else f"{spec.timeout:g}s"
-    resources = ", ".join(f"{key}={value}" for key, value in spec.resources.items()) or "-"
+    asked = {key: value for key, value in spec.resources.items() if value is not None}
+    resources = ", ".join(f"{key}={value}" for key, value in asked.items()) or "-"
     return [
-        ("job", spec.id if not spec.name else f"{spec.id} ({spec.name})"),
+        ("job", spec.id),
+        ("name", spec.name or "-"),
         ("state", state),
         ("function", spec.function),
         ("backend", spec.backend),
@@ -209,10 +219,6 @@ def _error_row(error: TaskErrorInfo) -> tuple[object, ...]:
 
 
 def _print_task_logs(job: Job, task: int, as_json: bool) -> None:
-    if task >= job.spec.n_tasks:
-        raise click.BadParameter(
-            f"job {job.id} has tasks 0 to {job.spec.n_tasks - 1}", param_hint="TASK"
-        )
     entry = job.logs(task)
     if as_json:
         _print_json(dataclasses.asdict(entry))

@@ -244,18 +244,21 @@ class Pool:
         if job.cancelled:
             return
         task, _started = SLOT.unpack_from(self.shared, worker.slot * SLOT.size)
-        reason = worker.kill_reason or _describe(status)
         if task >= 0:
-            self._charge(job, chunk, task, reason)
+            self._charge(job, chunk, task, worker, status)
         job.queue.appendleft((chunk[0], chunk[1] + 1))
 
-    def _charge(self, job: Job, chunk: tuple[int, int], task: int, reason: str) -> None:
+    def _charge(self, job: Job, chunk: tuple[int, int], task: int, worker: Worker, status: int) -> None:
         """A worker died under ``task``: fail it now (timeout) or after ``retries`` deaths."""
+        if worker.kill_reason == "timeout":
+            message = f"task {task} ran past the timeout of {job.timeout:g} s and was killed"
+            self._record_failures(job, chunk, [task], "timeout", "altus.errors.TaskTimeout", message)
+            return
         job.deaths[task] = job.deaths.get(task, 0) + 1
-        if reason.startswith("timeout") or job.deaths[task] > job.retries:
-            error = "altus.errors.TaskTimeout" if reason.startswith("timeout") else "altus.errors.WorkerDied"
-            message = reason if reason.startswith("timeout") else f"{reason} (tried {job.deaths[task]} times)"
-            self._record_failures(job, chunk, [task], reason, error, message)
+        if job.deaths[task] > job.retries:
+            reason = _describe(status)
+            message = f"{reason} while running task {task} ({job.deaths[task]} attempts)"
+            self._record_failures(job, chunk, [task], reason, "altus.errors.WorkerDied", message)
 
     def _fail_rest(self, job: Job, chunk: tuple[int, int] | None, reason: str, message: str) -> None:
         if chunk is None:
@@ -271,8 +274,8 @@ class Pool:
         now = time.time()
         commit = Commit(tasks=tasks)
         for task in tasks:
-            commit.start.append(now)
-            commit.duration.append(0.0)
+            commit.start_us.append(int(now * 1e6))
+            commit.duration_us.append(0)
             commit.peak_memory.append(0)
             commit.offset.append(0)
             commit.size.append(0)
@@ -298,7 +301,7 @@ class Pool:
                 continue
             task, started = SLOT.unpack_from(self.shared, worker.slot * SLOT.size)
             if task >= 0 and now - started > job.timeout + TIMEOUT_GRACE:
-                self.kill(worker, f"timeout: task {task} ran past {job.timeout:g} s and was killed")
+                self.kill(worker, "timeout")
 
     def check_cancelled(self) -> None:
         """Jobs cancelled from another process (``altus jobs cancel``) leave a marker."""
