@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future
 from concurrent.futures import Executor as _StdExecutor
+from concurrent.futures import Future
 from typing import Any
 
 from altus.batch.job import Job

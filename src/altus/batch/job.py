@@ -248,8 +248,8 @@ class Job:
         """Chunks a worker has claimed whose tasks are not all recorded."""
         claimed = set()
         for name in self._record.store.children("claims"):
-            round_, chunk = name.split("-")[:2]
-            claimed.add((int(round_[1:]), int(chunk[1:])))
+            round_text, chunk_text = name.split("-")[:2]
+            claimed.add((int(round_text[1:]), int(chunk_text[1:])))
         codes, rounds = self._table.codes, self._table.round
         running = 0
         for round_, chunk in claimed:
@@ -426,7 +426,9 @@ class Job:
             raise AltusError(f"job {self.id} has no task {task} (it has {self.spec.n_tasks})")
         read = self._record.read_log
         return TaskLogs(
-            task, read(task, "out").decode(errors="replace"), read(task, "err").decode(errors="replace")
+            task,
+            read(task, "out").decode(errors="replace"),
+            read(task, "err").decode(errors="replace"),
         )
 
     # -- futures ----------------------------------------------------------------------------
@@ -460,7 +462,9 @@ class Job:
 
     def _start_watcher(self) -> None:
         if self._watcher is None and not self.finished():
-            self._watcher = threading.Thread(target=self._watch, name=f"altus-{self.id}", daemon=True)
+            self._watcher = threading.Thread(
+                target=self._watch, name=f"altus-{self.id}", daemon=True
+            )
             self._watcher.start()
 
     def _watch(self) -> None:

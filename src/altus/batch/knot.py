@@ -64,7 +64,7 @@ class Knot:
         self.retries = retries if retries is not None else settings.retries
         self.timeout = timeout if timeout is not None else settings.timeout
         self.store_url = store or resolved.default_store_url
-        self.name = name or getattr(func, "__name__", "job")
+        self.name: str = name or getattr(func, "__name__", None) or "job"
         self.resources = Resources.from_user(resources)
         self.backend_options = backend_options
         if self.workers is not None and self.workers < 1:

@@ -66,7 +66,7 @@ class OutputCapture:
 
     def __init__(self) -> None:
         self.console = os.dup(2)
-        self.files = [tempfile.TemporaryFile(prefix="altus-out-") for _ in range(2)]
+        self.files = [tempfile.TemporaryFile(prefix="altus-out-") for _ in range(2)]  # noqa: SIM115
         for target, file in zip((1, 2), self.files, strict=True):
             sys.stdout.flush() if target == 1 else sys.stderr.flush()
             os.dup2(file.fileno(), target)
@@ -217,7 +217,9 @@ class TaskRunner:
                 if self.timeout:
                     signal.setitimer(signal.ITIMER_REAL, 0)
         except _Alarm:
-            value = TaskTimeout(f"task {task} ran past the timeout of {self.timeout:g} s", task=task)
+            value = TaskTimeout(
+                f"task {task} ran past the timeout of {self.timeout:g} s", task=task
+            )
             failure = _failure(value, "timeout", "")
         except Exception as exc:  # the task's own error: recorded, not raised
             value = exc
@@ -277,7 +279,9 @@ def _remote_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def _dumps(value: Any, task: int, failure: dict[str, Any] | None) -> tuple[bytes, dict[str, Any] | None]:
+def _dumps(
+    value: Any, task: int, failure: dict[str, Any] | None
+) -> tuple[bytes, dict[str, Any] | None]:
     """Pickle a return value or exception; an unpicklable one becomes a failure."""
     try:
         return pickle.dumps(value, protocol=5), failure

@@ -41,7 +41,9 @@ def get_backend(name: str) -> Backend:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         extra = BUILTIN.get(name, ("", None))[1]
-        hint = f"pip install 'altus[{extra}]'" if extra else f"install the package providing {target}"
+        hint = (
+            f"pip install 'altus[{extra}]'" if extra else f"install the package providing {target}"
+        )
         raise BackendUnavailable(f"backend {name!r} is not available ({exc}); {hint}") from exc
     backend: Backend = getattr(module, class_name)()
     return backend

@@ -88,10 +88,13 @@ class _Pool:
                 start_new_session=True,
                 env=_worker_environment(),
             )
-        assert self.process.stdin and self.process.stdout
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
         self.commands: IO[bytes] = self.process.stdin
         self._wait_ready(self.process.stdout)
-        self.reader = threading.Thread(target=self._read_events, name="altus-local-pool", daemon=True)
+        self.reader = threading.Thread(
+            target=self._read_events, name="altus-local-pool", daemon=True
+        )
         self.reader.start()
 
     @property

@@ -248,11 +248,15 @@ class Pool:
             self._charge(job, chunk, task, worker, status)
         job.queue.appendleft((chunk[0], chunk[1] + 1))
 
-    def _charge(self, job: Job, chunk: tuple[int, int], task: int, worker: Worker, status: int) -> None:
+    def _charge(
+        self, job: Job, chunk: tuple[int, int], task: int, worker: Worker, status: int
+    ) -> None:
         """A worker died under ``task``: fail it now (timeout) or after ``retries`` deaths."""
         if worker.kill_reason == "timeout":
             message = f"task {task} ran past the timeout of {job.timeout:g} s and was killed"
-            self._record_failures(job, chunk, [task], "timeout", "altus.errors.TaskTimeout", message)
+            self._record_failures(
+                job, chunk, [task], "timeout", "altus.errors.TaskTimeout", message
+            )
             return
         job.deaths[task] = job.deaths.get(task, 0) + 1
         if job.deaths[task] > job.retries:
@@ -260,16 +264,26 @@ class Pool:
             message = f"{reason} while running task {task} ({job.deaths[task]} attempts)"
             self._record_failures(job, chunk, [task], reason, "altus.errors.WorkerDied", message)
 
-    def _fail_rest(self, job: Job, chunk: tuple[int, int] | None, reason: str, message: str) -> None:
+    def _fail_rest(
+        self, job: Job, chunk: tuple[int, int] | None, reason: str, message: str
+    ) -> None:
         if chunk is None:
             return
         recorded = job.record.recorded_tasks(job.round)
-        tasks = [task for task in job.record.chunk_tasks(job.round, chunk[0]) if task not in recorded]
+        tasks = [
+            task for task in job.record.chunk_tasks(job.round, chunk[0]) if task not in recorded
+        ]
         if tasks:
             self._record_failures(job, chunk, tasks, reason, "altus.errors.TaskFailed", message)
 
     def _record_failures(
-        self, job: Job, chunk: tuple[int, int], tasks: list[int], reason: str, error: str, message: str
+        self,
+        job: Job,
+        chunk: tuple[int, int],
+        tasks: list[int],
+        reason: str,
+        error: str,
+        message: str,
     ) -> None:
         now = time.time()
         commit = Commit(tasks=tasks)
