@@ -27,18 +27,19 @@ class Executor(_StdExecutor):
 
     def __init__(self, backend: str = "local", **knot_options: Any) -> None:
         self._options = {"backend": backend, **knot_options}
-        self._jobs: list[Job] = []
+        self._maps: list[Job] = []
+        self._knots: dict[Callable[..., Any], Knot] = {}
         self._closed = False
 
     def _knot(self, fn: Callable[..., Any]) -> Knot:
         if self._closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        return Knot(fn, **self._options)
+        if fn not in self._knots:
+            self._knots[fn] = Knot(fn, **self._options)
+        return self._knots[fn]
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
-        job = self._knot(fn).submit_job(*args, **kwargs)
-        self._jobs.append(job)
-        return job.futures[0]
+        return self._knot(fn).submit(*args, **kwargs)
 
     def map(
         self,
@@ -49,12 +50,14 @@ class Executor(_StdExecutor):
     ) -> Iterator[Any]:
         """Like ``Executor.map``; chunks are sized automatically unless ``chunksize`` is given."""
         job = self._knot(fn).map(zip(*iterables, strict=False), chunksize=chunksize, starmap=True)
-        self._jobs.append(job)
+        self._maps.append(job)
         return _ordered_results(job, timeout)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         self._closed = True
-        for job in self._jobs:
+        for knot in self._knots.values():
+            knot.flush()
+        for job in self.jobs:
             if cancel_futures and not job.finished():
                 job.cancel()
             if wait:
@@ -62,8 +65,8 @@ class Executor(_StdExecutor):
 
     @property
     def jobs(self) -> list[Job]:
-        """The jobs this executor has started, oldest first."""
-        return list(self._jobs)
+        """The jobs this executor has started (maps, then batches of submits)."""
+        return self._maps + [job for knot in self._knots.values() for job in knot.submitted]
 
 
 def _ordered_results(job: Job, timeout: float | None) -> Iterator[Any]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 import cloudpickle
@@ -21,6 +23,9 @@ __all__ = ["Knot", "auto_chunksize"]
 
 CHUNKS_PER_WORKER = 4
 """Enough chunks per worker to even out uneven tasks, few enough to keep overhead low."""
+SUBMIT_WINDOW = 0.005
+"""Seconds ``submit`` waits for more calls to put in the same job."""
+SUBMIT_BATCH = 10_000
 MAX_CHUNK_BYTES = 64 << 20
 """A chunk of inputs larger than this is split, so no worker downloads one huge pickle."""
 
@@ -72,6 +77,10 @@ class Knot:
         if self.retries < 0:
             raise ConfigError(f"retries must be 0 or more, got {self.retries}")
         self._backend: Backend | None = None
+        self._submit_lock = threading.Lock()
+        self._batch: list[tuple[tuple[Any, ...], dict[str, Any], Future[Any]]] | None = None
+        self.submitted: list[Job] = []
+        """Jobs started by ``submit``, oldest first."""
 
     def __repr__(self) -> str:
         return f"Knot({self.name}, backend={self.backend_name!r}, store={self.store_url!r})"
@@ -90,12 +99,42 @@ class Knot:
         return self._launch(items, chunksize, "star" if starmap else "item")
 
     def submit(self, *args: Any, **kwargs: Any) -> Future[Any]:
-        """Run ``func(*args, **kwargs)`` once; a real ``concurrent.futures.Future``."""
-        return self.submit_job(*args, **kwargs).futures[0]
+        """Run ``func(*args, **kwargs)`` once; a real ``concurrent.futures.Future``.
 
-    def submit_job(self, *args: Any, **kwargs: Any) -> Job:
-        """``submit``, returning the one-task ``Job`` instead of its future."""
-        return self._launch([(args, kwargs)], 1, "args_kwargs")
+        Calls made within ``SUBMIT_WINDOW`` seconds of each other become one
+        job, so a loop of 10,000 submits is one record, not 10,000.
+        """
+        _check_arguments(args, kwargs)  # fail here, not later in a worker
+        with self._submit_lock:
+            if self._batch is None:
+                self._batch = []
+                timer = threading.Timer(SUBMIT_WINDOW, self.flush)
+                timer.daemon = True
+                timer.start()
+            future: Future[Any] = Future()
+            self._batch.append((args, kwargs, future))
+            full = len(self._batch) >= SUBMIT_BATCH
+        if full:
+            self.flush()
+        return future
+
+    def flush(self) -> Job | None:
+        """Start the job for the submits gathered so far (``submit`` does this by itself)."""
+        with self._submit_lock:
+            batch, self._batch = self._batch, None
+        calls = [(a, k, f) for a, k, f in batch or () if f.set_running_or_notify_cancel()]
+        if not calls:
+            return None
+        try:
+            job = self._launch([(args, kwargs) for args, kwargs, _ in calls], None, "args_kwargs")
+        except BaseException as exc:
+            for _args, _kwargs, future in calls:
+                future.set_exception(exc)
+            raise
+        self.submitted.append(job)
+        for future, proxy in zip(job.futures, (f for _, _, f in calls), strict=True):
+            future.add_done_callback(partial(_copy_outcome, proxy))
+        return job
 
     def _launch(self, items: Sequence[Any], chunksize: int | None, calling: str) -> Job:
         backend = self.backend
@@ -123,6 +162,15 @@ class Knot:
         record = JobRecord.create(root, spec, _pickle_function(self.func), blobs)
         backend.launch(Launch(record, 0, spec.n_chunks, self.workers, self.resources))
         return Job(record, backend)
+
+
+def _copy_outcome(proxy: Future[Any], future: Future[Any]) -> None:
+    if future.cancelled():
+        proxy.cancel()
+    elif future.exception() is not None:
+        proxy.set_exception(future.exception())
+    else:
+        proxy.set_result(future.result())
 
 
 def _qualified_name(func: Callable[..., Any]) -> str:
@@ -153,6 +201,18 @@ def _pickle_chunks(items: Sequence[Any], size: int) -> tuple[list[bytes], list[i
         blobs.append(blob)
         bounds.append(stop)
     return blobs, bounds
+
+
+def _check_arguments(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    named = [(f"argument {i}", value) for i, value in enumerate(args)]
+    named += [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
+    for what, value in named:
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            raise SubmitError(
+                f"cannot pickle {what} (a {type(value).__name__}) to send it to a worker: {exc}"
+            ) from exc
 
 
 def _pickle_inputs(items: Sequence[Any], start: int, stop: int) -> bytes:
