@@ -100,8 +100,6 @@ class _TaskTable:
         self.codes = bytearray(n)
         self.batch = array("i", bytes(4 * n))
         self.position = array("i", bytes(4 * n))
-        self.offset = array("q", bytes(8 * n))
-        self.size = array("q", bytes(8 * n))
         self.round = array("i", bytes(4 * n))
         self.batches: list[str] = []
         self.seen: set[str] = set()
@@ -141,7 +139,6 @@ class _TaskTable:
         index = len(self.batches)
         self.batches.append(stem)
         resolved = []
-        offsets, sizes = status["offset"], status["size"]
         for position, task in enumerate(status["tasks"]):
             if self.round[task] != round_ or self.codes[task] == DONE:
                 continue
@@ -150,7 +147,6 @@ class _TaskTable:
                 continue
             self._set(task, code)
             self.batch[task], self.position[task] = index, position
-            self.offset[task], self.size[task] = offsets[position], sizes[position]
             resolved.append(task)
         return resolved
 
@@ -187,7 +183,7 @@ class Job:
         self._lock = threading.RLock()
         self._futures: list[Future[Any]] | None = None
         self._watcher: threading.Thread | None = None
-        self._loaded: tuple[str, memoryview] | None = None
+        self._loaded: tuple[str, list[Any]] | None = None
         self._table._load_rounds()
         self._table.refresh()
 
@@ -330,10 +326,10 @@ class Job:
                 raise TaskCancelled(f"task {task} of job {self.id} was cancelled", task=task)
             raise AltusError(f"task {task} of job {self.id} has not finished")
         stem = table.batches[table.batch[task]]
-        blob = self._result_blob(stem, table.offset[task], table.size[task])
+        value = self._batch_values(stem)[table.position[task]]
         if code == DONE:
-            return pickle.loads(blob)
-        raise self._exception(task, self._status_file(stem)["failures"][str(task)], blob)
+            return value
+        raise self._exception(task, self._status_file(stem)["failures"][str(task)], value)
 
     def _status_file(self, stem: str) -> dict[str, Any]:
         cached = getattr(self, "_status_cache", None)
@@ -342,17 +338,21 @@ class Job:
             self._status_cache = cached
         return cached[1]
 
-    def _result_blob(self, stem: str, offset: int, size: int) -> bytes:
-        """Read a whole results file once and slice it (in-order reads are the common case)."""
-        if size == 0:
-            return b""
+    def _batch_values(self, stem: str) -> list[Any]:
+        """The results list of one batch; the last one read is kept (reads go in order)."""
         if self._loaded is None or self._loaded[0] != stem:
-            self._loaded = (stem, memoryview(self._record.read_results(stem)))
-        return bytes(self._loaded[1][offset : offset + size])
+            try:
+                values = pickle.loads(self._record.read_results(stem))
+            except Exception as exc:
+                raise RecordError(
+                    f"{self._record.url}/results/{stem}.pkl cannot be read: {exc}"
+                ) from exc
+            self._loaded = (stem, values)
+        return self._loaded[1]
 
-    def _exception(self, task: int, failure: dict[str, Any], blob: bytes) -> BaseException:
+    def _exception(self, task: int, failure: dict[str, Any], blob: Any) -> BaseException:
         exc: BaseException | None = None
-        if blob:
+        if isinstance(blob, bytes):
             with contextlib.suppress(Exception):
                 exc = pickle.loads(blob)
         if isinstance(exc, BaseException):

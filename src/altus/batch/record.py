@@ -10,7 +10,7 @@ never changed afterwards (format 1)::
       inputs/<chunk>.pkl              the inputs of one chunk (a list), cloudpickled
       rounds/<round>.json             tasks a retry runs again, split into chunks (round >= 1)
       claims/r<R>-c<chunk>-a<A>.json  a worker took chunk <chunk> of round R, attempt A
-      results/<batch>.bin             pickled return values (or exceptions), back to back
+      results/<batch>.pkl             one pickled list: each task's return value (or exception)
       status/<batch>.json             per-task status of the same tasks; the commit point
       logs/<task>.out, <task>.err     what a task printed, only when it printed anything
       cancelled/r<R>                  round R was cancelled
@@ -24,10 +24,10 @@ writes loses only work that is run again. Batching (a worker commits at most
 every ``FLUSH_SECONDS``) is what makes 10,000 tiny tasks cost a few dozen
 writes instead of 20,000.
 
-Status files are columnar JSON (``tasks``, ``start_us``, ``duration_us``,
-``peak_memory``, ``offset``, ``size``, ``stdout``, ``stderr``: one entry per
-task, integers only) with the failures
-in a separate ``failures`` map of task → error fields. A task belongs to the
+Status files are columnar JSON: ``tasks``, ``start_us``, ``duration_us`` and
+``peak_memory`` hold one integer per task, in the order of the results list;
+``failures`` maps a failed task to its error fields and ``output`` maps a
+task that printed to its stdout and stderr byte counts. A task belongs to the
 newest round that lists it; entries of older rounds are history.
 """
 
@@ -158,11 +158,10 @@ class Commit:
     """Wall-clock start, microseconds since the epoch (integers parse twice as fast)."""
     duration_us: list[int] = field(default_factory=list)
     peak_memory: list[int] = field(default_factory=list)
-    offset: list[int] = field(default_factory=list)
-    size: list[int] = field(default_factory=list)
-    stdout: list[int] = field(default_factory=list)
-    stderr: list[int] = field(default_factory=list)
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """task → exit_reason, error_type, message, traceback."""
+    output: dict[str, list[int]] = field(default_factory=dict)
+    """task → [stdout bytes, stderr bytes], for tasks that printed anything."""
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -265,8 +264,7 @@ class JobRecord:
 
     def commit(self, name: BatchName, commit: Commit, results: bytes) -> bool:
         """Record a batch: results first, then the status file that makes it count."""
-        if results:
-            self.store.write(f"results/{name}.bin", results)
+        self.store.write(f"results/{name}.pkl", results)
         status = {"host": socket.gethostname(), "pid": os.getpid(), **vars(commit)}
         return self.store.create(f"status/{name}.json", json.dumps(status).encode())
 
@@ -290,11 +288,8 @@ class JobRecord:
         except ValueError as exc:
             raise RecordError(f"{self.url}/status/{stem}.json is damaged: {exc}") from exc
 
-    def read_result(self, stem: str, offset: int, size: int) -> bytes:
-        return self.store.read_range(f"results/{stem}.bin", offset, size)
-
     def read_results(self, stem: str) -> bytes:
-        return self._read(f"results/{stem}.bin")
+        return self._read(f"results/{stem}.pkl")
 
     def write_log(self, task: int, stream: str, data: bytes) -> None:
         self.store.write(f"logs/{task:06d}.{stream}", data)

@@ -41,8 +41,8 @@ __all__ = ["FLUSH_SECONDS", "Monitor", "TaskRunner", "main", "run_chunk"]
 FLUSH_SECONDS = 0.2
 """A worker commits finished tasks at least this often (and at the end of a chunk)."""
 
-FLUSH_BYTES = 64 << 20
-"""…and as soon as this many bytes of results are waiting."""
+FLUSH_TASKS = 100_000
+"""…and as soon as this many tasks are waiting."""
 
 
 class Monitor(Protocol):
@@ -141,8 +141,7 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 @dataclass
 class _Batch:
     commit: Commit = field(default_factory=Commit)
-    blobs: list[bytes] = field(default_factory=list)
-    nbytes: int = 0
+    values: list[Any] = field(default_factory=list)
     logs: list[tuple[int, int, int, int, int]] = field(default_factory=list)
 
 
@@ -158,6 +157,7 @@ class TaskRunner:
         self.calling = record.spec.calling
         self.timeout = record.spec.timeout
         self._current: tuple[int, list[Any]] = (0, [])
+        self._epoch = time.time() - time.perf_counter()
 
     def run_chunk(self, round_: int, chunk: int, attempt: int) -> int:
         """Run what is left of a chunk; returns how many tasks were committed."""
@@ -176,7 +176,7 @@ class TaskRunner:
         for task in tasks:
             self._run_one(task, batch)
             now = time.perf_counter()
-            if now - last_flush >= every or batch.nbytes >= FLUSH_BYTES:
+            if now - last_flush >= every or len(batch.values) >= FLUSH_TASKS:
                 done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), batch)
                 seq, batch, last_flush = seq + 1, _Batch(), now
                 if self.record.is_cancelled(round_):
@@ -205,7 +205,6 @@ class TaskRunner:
     def _run_one(self, task: int, batch: _Batch) -> None:
         self.monitor.task_started(task)
         out0, err0 = self._marks
-        wall = time.time()
         start = time.perf_counter()
         failure: dict[str, Any] | None = None
         try:
@@ -226,22 +225,18 @@ class TaskRunner:
             failure = _failure(exc, "raised", _remote_traceback(exc))
         duration = time.perf_counter() - start
         out1, err1 = self._marks = self.capture.mark()
-        blob, failure = _dumps(value, task, failure)
         commit = batch.commit
         if failure is not None:
             commit.failures[str(task)] = failure
+            value = _exception_blob(value)
         commit.tasks.append(task)
-        commit.start_us.append(int(wall * 1e6))
+        commit.start_us.append(int((self._epoch + start) * 1e6))
         commit.duration_us.append(int(duration * 1e6))
         commit.peak_memory.append(self.memory.after(duration))
-        commit.offset.append(batch.nbytes)
-        commit.size.append(len(blob))
-        commit.stdout.append(out1 - out0)
-        commit.stderr.append(err1 - err0)
         if out1 > out0 or err1 > err0:
+            commit.output[str(task)] = [out1 - out0, err1 - err0]
             batch.logs.append((task, out0, out1, err0, err1))
-        batch.blobs.append(blob)
-        batch.nbytes += len(blob)
+        batch.values.append(value)
 
     def _flush(self, name: BatchName, batch: _Batch) -> int:
         for task, out0, out1, err0, err1 in batch.logs:
@@ -252,7 +247,8 @@ class TaskRunner:
         if batch.logs:
             self.capture.reset()
             self._marks = (0, 0)
-        self.record.commit(name, batch.commit, b"".join(batch.blobs))
+        results = _dumps_values(batch.values, batch.commit)
+        self.record.commit(name, batch.commit, results)
         self.monitor.committed(str(name), len(batch.commit))
         return len(batch.commit)
 
@@ -279,26 +275,35 @@ def _remote_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def _dumps(
-    value: Any, task: int, failure: dict[str, Any] | None
-) -> tuple[bytes, dict[str, Any] | None]:
-    """Pickle a return value or exception; an unpicklable one becomes a failure."""
+def _exception_blob(exc: Any) -> bytes | None:
+    """The exception pickled on its own, so that a class the client cannot import
+    spoils only this task's error, not the batch; None if it cannot be pickled."""
     try:
-        return pickle.dumps(value, protocol=5), failure
+        return bytes(cloudpickle.dumps(exc))
+    except Exception:
+        return None
+
+
+def _dumps_values(values: list[Any], commit: Commit) -> bytes:
+    """One pickle for the whole batch; a value that cannot be pickled fails its task."""
+    try:
+        return pickle.dumps(values, protocol=5)
     except Exception:
         pass
-    try:
-        return cloudpickle.dumps(value, protocol=5), failure
-    except Exception as exc:
-        if failure is not None:  # an exception we cannot ship: its text is in the status
-            return b"", failure
-        what = f"the return value of task {task} ({type(value).__name__}) cannot be pickled"
-        return b"", {
-            "exit_reason": "unpicklable result",
-            "error_type": "altus.errors.TaskFailed",
-            "message": f"{what}: {exc}",
-            "traceback": "",
-        }
+    for position, value in enumerate(values):
+        try:
+            cloudpickle.dumps(value, protocol=5)
+        except Exception as exc:
+            task = commit.tasks[position]
+            values[position] = None
+            commit.failures[str(task)] = {
+                "exit_reason": "unpicklable result",
+                "error_type": "altus.errors.TaskFailed",
+                "message": f"the result of task {task} ({type(value).__name__}) "
+                f"cannot be pickled: {exc}",
+                "traceback": "",
+            }
+    return bytes(cloudpickle.dumps(values, protocol=5))
 
 
 def run_chunk(

@@ -68,7 +68,7 @@ class AltusGroup(click.Group):
         except (AltusError, FileNotFoundError, PermissionError) as exc:
             _report(exc, f"altus: error: {_describe(exc)}", debug)
             ctx.exit(EXIT_ERROR)
-        except Exception as exc:  # noqa: BLE001 - the one place that turns any failure into a line
+        except Exception as exc:  # the one place that turns any failure into a line
             line = f"altus: internal error: {type(exc).__name__}: {_describe(exc)}"
             _report(exc, line if debug else f"{line} (run with --debug for the traceback)", debug)
             ctx.exit(EXIT_ERROR)

@@ -20,6 +20,7 @@ import contextlib
 import json
 import mmap
 import os
+import pickle
 import selectors
 import signal
 import struct
@@ -291,10 +292,6 @@ class Pool:
             commit.start_us.append(int(now * 1e6))
             commit.duration_us.append(0)
             commit.peak_memory.append(0)
-            commit.offset.append(0)
-            commit.size.append(0)
-            commit.stdout.append(0)
-            commit.stderr.append(0)
             commit.failures[str(task)] = {
                 "exit_reason": reason,
                 "error_type": error,
@@ -302,7 +299,7 @@ class Pool:
                 "traceback": "",
             }
         name = BatchName(job.round, chunk[0], chunk[1], f"died{tasks[0]}")
-        if job.record.commit(name, commit, b""):
+        if job.record.commit(name, commit, pickle.dumps([None] * len(tasks))):
             self.emit(ev="commit", record=job.url, batch=str(name))
 
     # -- watching ------------------------------------------------------------------------
