@@ -392,8 +392,9 @@ def _worker_main(key: str, slot: int, shared: mmap.mmap, commands: int, events: 
     try:
         _close_fds_but(commands, events)  # the pool's selector and other workers' pipes
         _apply_key(key)
-        sys.stdin.close()
-        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)  # not the pool's command pipe
+        os.close(devnull)
         install_alarm()
         monitor = _SlotMonitor(shared, slot, events)
         capture = OutputCapture()
