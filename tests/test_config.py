@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -130,8 +131,10 @@ def test_env_variables_without_a_section_are_not_settings(project: Path) -> None
     assert load(project, ALTUS_DEBUG="1").batch == BatchSettings()
 
 
-def test_explicit_environ_replaces_the_process_environment(project: Path) -> None:
-    os.environ["ALTUS_BATCH__RETRIES"] = "9"  # undone by the clean_environ fixture
+def test_explicit_environ_replaces_the_process_environment(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALTUS_BATCH__RETRIES", "9")
     settings = load_settings(environ={"HOME": str(project)}, cwd=project)
     assert settings.batch.retries == 2
 
@@ -155,7 +158,7 @@ def test_settings_are_frozen(project: Path) -> None:
     ],
 )
 def test_bad_env_variable_is_named(project: Path, variable: str, value: str, message: str) -> None:
-    with pytest.raises(ConfigError, match=f"^{message}"):
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
         load(project, **{variable: value})
 
 
@@ -177,12 +180,12 @@ def test_bad_project_file_is_named(project: Path, text: str, message: str) -> No
 
 
 def test_bad_user_file_is_named(project: Path, user_config: Path) -> None:
-    write(user_config, b"[batch]\nbackend = '\xff'\n".decode("latin-1"))
     write(user_config, "[batch]\nbackend = 3\n")
-    with pytest.raises(ConfigError, match=f"^{user_config}: \\[batch\\] backend: expected str"):
+    message = f"{user_config}: [batch] backend: expected str, got int 3"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         load(project)
 
 
 def test_bad_override_is_named(project: Path) -> None:
-    with pytest.raises(ConfigError, match="^keyword override batch.retries: expected int"):
+    with pytest.raises(ConfigError, match=r"^keyword override batch\.retries: expected int"):
         load_settings(environ=dict(os.environ), cwd=project, overrides={"batch": {"retries": 1.5}})

@@ -530,10 +530,12 @@ class Job:
 
     def remove(self, force: bool = False) -> None:
         """Delete the record; a running job must be cancelled first (or ``force``)."""
-        if not force and self.state() == "running":
-            raise AltusError(f"job {self.id} is still running; cancel it first or use force")
-        if force and self.state() == "running":
+        if self.state() == "running":
+            if not force:
+                raise AltusError(f"job {self.id} is still running; cancel it first or use force")
             self.cancel()
+            with contextlib.suppress(JobLost):
+                self.wait(timeout=10)  # so no worker writes into the folder once it is gone
         self._record.remove()
 
     def summary(self) -> JobSummary:

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -61,24 +62,22 @@ class Knot:
     ) -> None:
         if not callable(func):
             raise ConfigError(f"Knot needs a function, got {type(func).__name__}")
-        resolved = load_settings()
+        given = {"backend": backend, "workers": workers, "retries": retries, "timeout": timeout}
+        resolved = load_settings(overrides={"batch": {**given, "store": store}})
         settings = resolved.batch
         self.func = func
-        self.backend_name = backend or settings.backend
-        self.workers = workers if workers is not None else settings.workers
-        self.retries = retries if retries is not None else settings.retries
-        self.timeout = timeout if timeout is not None else settings.timeout
-        self.store_url = store or resolved.default_store_url
+        self.backend_name = settings.backend
+        self.workers = settings.workers
+        self.retries = settings.retries
+        self.timeout = settings.timeout
+        self.store_url = resolved.default_store_url
         self.name: str = name or getattr(func, "__name__", None) or "job"
         self.resources = Resources.from_user(resources)
         self.backend_options = backend_options
-        if self.workers is not None and self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
-        if self.retries < 0:
-            raise ConfigError(f"retries must be 0 or more, got {self.retries}")
         self._backend: Backend | None = None
         self._submit_lock = threading.Lock()
         self._batch: list[tuple[tuple[Any, ...], dict[str, Any], Future[Any]]] | None = None
+        self._pickled_function: bytes | None = None
         self.submitted: list[Job] = []
         """Jobs started by ``submit``, oldest first."""
 
@@ -104,7 +103,8 @@ class Knot:
         Calls made within ``SUBMIT_WINDOW`` seconds of each other become one
         job, so a loop of 10,000 submits is one record, not 10,000.
         """
-        _check_arguments(args, kwargs)  # fail here, not later in a worker
+        self._function_blob()  # fail here, not later in a worker
+        _check_arguments(args, kwargs)
         with self._submit_lock:
             if self._batch is None:
                 self._batch = []
@@ -136,6 +136,11 @@ class Knot:
             future.add_done_callback(partial(_copy_outcome, proxy))
         return job
 
+    def _function_blob(self) -> bytes:
+        if self._pickled_function is None:
+            self._pickled_function = _pickle_function(self.func)
+        return self._pickled_function
+
     def _launch(self, items: Sequence[Any], chunksize: int | None, calling: str) -> Job:
         backend = self.backend
         workers = self.workers or max(1, len(os.sched_getaffinity(0)) // self.resources.cpus)
@@ -159,7 +164,11 @@ class Knot:
             **submission_context(),
         )
         root = open_store(self.store_url)
-        record = JobRecord.create(root, spec, _pickle_function(self.func), blobs)
+        function_blob = self._function_blob()
+        record = JobRecord.create(root, spec, function_blob, blobs)
+        while record is None:  # the id was taken: same name, same second, same 16 bits
+            spec = replace(spec, id=new_job_id(self.name))
+            record = JobRecord.create(root, spec, function_blob, blobs)
         backend.launch(Launch(record, 0, spec.n_chunks, self.workers, self.resources))
         return Job(record, backend)
 

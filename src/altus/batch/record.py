@@ -106,6 +106,8 @@ class JobSpec:
     def from_json(cls, data: bytes, where: str) -> JobSpec:
         try:
             fields = json.loads(data)
+            if not isinstance(fields, dict):
+                raise TypeError(f"expected an object, found {type(fields).__name__}")
             if fields.get("format", 0) > FORMAT:
                 raise RecordError(
                     f"{where} was written by a newer altus (format {fields['format']}); upgrade"
@@ -188,9 +190,11 @@ class JobRecord:
     @classmethod
     def create(
         cls, root: Store, spec: JobSpec, function_blob: bytes, chunk_blobs: Iterable[bytes]
-    ) -> JobRecord:
+    ) -> JobRecord | None:
+        """Write a new record; None if a record with this id exists (draw another id)."""
         store = root.child(spec.id)
-        store.write("function.pkl", function_blob)
+        if not store.create("function.pkl", function_blob):  # claims the id
+            return None
         for chunk, blob in enumerate(chunk_blobs):
             store.write(f"inputs/{chunk:06d}.pkl", blob)
         store.write("spec.json", spec.to_json())  # last: a record with a spec is complete

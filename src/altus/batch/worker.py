@@ -153,7 +153,7 @@ class TaskRunner:
         self.capture = capture
         self.monitor = monitor
         self.memory = PeakMemory()
-        self.function: Callable[..., Any] = cloudpickle.loads(record.function_blob())
+        self._function: Callable[..., Any] | None = None
         self.calling = record.spec.calling
         self.timeout = record.spec.timeout
         self._current: tuple[int, list[Any]] = (0, [])
@@ -193,6 +193,13 @@ class TaskRunner:
             items = cloudpickle.loads(self.record.input_blob(chunk))
             self._current = (first, items)
         return items[task - first]
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        """Loaded on the first task: a rerun with nothing left to do never imports it."""
+        if self._function is None:
+            self._function = cloudpickle.loads(self.record.function_blob())
+        return self._function
 
     def _call(self, item: Any) -> Any:
         if self.calling == "item":

@@ -59,6 +59,9 @@ class Job:
     busy: dict[int, str] = field(default_factory=dict)
     """pid → environment key of the workers running its chunks."""
     deaths: dict[int, int] = field(default_factory=dict)
+    """task → how many workers died running it."""
+    chunk_deaths: dict[int, int] = field(default_factory=dict)
+    """chunk → how many workers died in it between tasks."""
     cancelled: bool = False
     _record: JobRecord | None = None
 
@@ -247,7 +250,19 @@ class Pool:
         task, _started = SLOT.unpack_from(self.shared, worker.slot * SLOT.size)
         if task >= 0:
             self._charge(job, chunk, task, worker, status)
+        elif self._charge_chunk(job, chunk, status):
+            return
         job.queue.appendleft((chunk[0], chunk[1] + 1))
+
+    def _charge_chunk(self, job: Job, chunk: tuple[int, int], status: int) -> bool:
+        """A worker died between tasks (loading the function, say): True once it gave up."""
+        job.chunk_deaths[chunk[0]] = deaths = job.chunk_deaths.get(chunk[0], 0) + 1
+        if deaths <= job.retries:
+            return False
+        reason = _describe(status)
+        message = f"{reason} before running a task of chunk {chunk[0]} ({deaths} attempts)"
+        self._fail_rest(job, chunk, reason, message, "altus.errors.WorkerDied")
+        return True
 
     def _charge(
         self, job: Job, chunk: tuple[int, int], task: int, worker: Worker, status: int
@@ -266,8 +281,14 @@ class Pool:
             self._record_failures(job, chunk, [task], reason, "altus.errors.WorkerDied", message)
 
     def _fail_rest(
-        self, job: Job, chunk: tuple[int, int] | None, reason: str, message: str
+        self,
+        job: Job,
+        chunk: tuple[int, int] | None,
+        reason: str,
+        message: str,
+        error: str = "altus.errors.TaskFailed",
     ) -> None:
+        """Fail every task of the chunk that has no status yet."""
         if chunk is None:
             return
         recorded = job.record.recorded_tasks(job.round)
@@ -275,7 +296,7 @@ class Pool:
             task for task in job.record.chunk_tasks(job.round, chunk[0]) if task not in recorded
         ]
         if tasks:
-            self._record_failures(job, chunk, tasks, reason, "altus.errors.TaskFailed", message)
+            self._record_failures(job, chunk, tasks, reason, error, message)
 
     def _record_failures(
         self,
@@ -315,9 +336,11 @@ class Pool:
                 self.kill(worker, "timeout")
 
     def check_cancelled(self) -> None:
-        """Jobs cancelled from another process (``altus jobs cancel``) leave a marker."""
+        """Jobs cancelled (``altus jobs cancel``) or removed from another process."""
         for job in list(self.jobs.values()):
-            if not job.cancelled and job.record.is_cancelled(job.round):
+            if job.cancelled:
+                continue
+            if job.record.is_cancelled(job.round) or not job.record.store.exists("spec.json"):
                 self.cancel(job)
 
     def reap_idle(self) -> None:
