@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from importlib import metadata as _metadata
 import typing as _typing
+from importlib import metadata as _metadata
 
 from altus.errors import AltusError
 

@@ -188,9 +188,9 @@ class Pool:
             self.kill(self.workers[pid], "cancelled")
 
     def kill(self, worker: Worker, reason: str) -> None:
+        """Kill a worker and every process its tasks started (its process group)."""
         worker.kill_reason = reason
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGKILL)
+        _kill_group(worker.pid)
 
     # -- workers ------------------------------------------------------------------------
 
@@ -204,6 +204,8 @@ class Pool:
             os.close(command_write)
             os.close(event_read)
             _worker_main(key, slot, self.shared, command_read, event_write)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # also here, so a kill right after the fork finds the group
         os.close(command_read)
         os.close(event_write)
         events = os.fdopen(event_read, "rb", buffering=0)
@@ -239,6 +241,7 @@ class Pool:
         worker.events.close()
         os.close(worker.commands)
         _, status = os.waitpid(worker.pid, 0)
+        _kill_group(worker.pid)  # what its tasks started must not outlive it
         del self.workers[worker.pid]
         self.free_slots.append(worker.slot)
         job, chunk = worker.job, worker.chunk
@@ -372,6 +375,11 @@ class Pool:
             self.kill(worker, "pool exit")
 
 
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
 def _describe(status: int) -> str:
     if os.WIFSIGNALED(status):
         number = os.WTERMSIG(status)
@@ -413,6 +421,7 @@ def _worker_main(key: str, slot: int, shared: mmap.mmap, commands: int, events: 
 
     code = 0
     try:
+        os.setpgid(0, 0)  # a group of its own, so the pool can kill what its tasks start
         _close_fds_but(commands, events)  # the pool's selector and other workers' pipes
         _apply_key(key)
         devnull = os.open(os.devnull, os.O_RDONLY)
