@@ -18,6 +18,7 @@ per-task cost is two ``lseek`` calls.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import pickle
 import resource
@@ -61,19 +62,44 @@ class _Silent:
         pass
 
 
+class _WatchedStream(io.TextIOWrapper):
+    """``sys.stdout``/``sys.stderr`` of a worker: unbuffered, and it notes that it was used."""
+
+    used = False
+
+    def write(self, text: str) -> int:
+        self.used = True
+        return super().write(text)
+
+
 class OutputCapture:
-    """Send fd 1 and 2 to two temp files and cut them into per-task slices."""
+    """Send fd 1 and 2 to two temp files and cut them into per-task slices.
+
+    Slicing costs two ``lseek`` calls, as much as a tiny task, so a task is
+    sliced on its own only if it printed through Python or ran for a
+    millisecond or more; output that a shorter task writes below Python (from
+    C) is logged with the next task that is sliced.
+    """
 
     def __init__(self) -> None:
         self.console = os.dup(2)
-        self.files = [tempfile.TemporaryFile(prefix="altus-out-") for _ in range(2)]  # noqa: SIM115
-        for target, file in zip((1, 2), self.files, strict=True):
-            sys.stdout.flush() if target == 1 else sys.stderr.flush()
-            os.dup2(file.fileno(), target)
-
-    def mark(self) -> tuple[int, int]:
         sys.stdout.flush()
         sys.stderr.flush()
+        self.files = [tempfile.TemporaryFile(prefix="altus-out-") for _ in range(2)]  # noqa: SIM115
+        for target, file in zip((1, 2), self.files, strict=True):
+            os.dup2(file.fileno(), target)
+        self.streams = [_watched(1), _watched(2)]
+        sys.stdout, sys.stderr = self.streams
+
+    def used(self) -> bool:
+        """Whether Python code printed since the last call."""
+        out, err = self.streams
+        if out.used or err.used:
+            out.used = err.used = False
+            return True
+        return False
+
+    def mark(self) -> tuple[int, int]:
         return os.lseek(1, 0, os.SEEK_CUR), os.lseek(2, 0, os.SEEK_CUR)
 
     def read(self, stream: int, start: int, end: int) -> bytes:
@@ -81,8 +107,6 @@ class OutputCapture:
 
     def reset(self) -> None:
         """Empty both files once their slices have been saved."""
-        sys.stdout.flush()
-        sys.stderr.flush()
         for target in (1, 2):
             os.ftruncate(target, 0)
             os.lseek(target, 0, os.SEEK_SET)
@@ -90,6 +114,15 @@ class OutputCapture:
     def say(self, line: str) -> None:
         """Print to the worker's own stderr, not into a task's log."""
         os.write(self.console, line.encode() + b"\n")
+
+
+def _watched(fd: int) -> _WatchedStream:
+    raw = io.FileIO(fd, "w", closefd=False)
+    return _WatchedStream(raw, encoding="utf-8", errors="backslashreplace", write_through=True)
+
+
+_SHORT = 0.001
+"""Tasks shorter than this (seconds) share the costlier per-task measurements."""
 
 
 class PeakMemory:
@@ -101,8 +134,6 @@ class PeakMemory:
     that includes the tasks just before it.
     """
 
-    SHORT = 0.001
-
     def __init__(self) -> None:
         try:
             self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
@@ -113,7 +144,7 @@ class PeakMemory:
 
     def after(self, duration: float) -> int:
         """The peak for a task that just ran ``duration`` seconds."""
-        if duration < self.SHORT and self._short_run < 1000:
+        if duration < _SHORT and self._short_run < 1000:
             self._short_run += 1
             return self._last
         self._short_run = 0
@@ -143,6 +174,7 @@ class _Batch:
     commit: Commit = field(default_factory=Commit)
     values: list[Any] = field(default_factory=list)
     logs: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    last: int = -1
 
 
 class TaskRunner:
@@ -231,7 +263,10 @@ class TaskRunner:
             value = exc
             failure = _failure(exc, "raised", _remote_traceback(exc))
         duration = time.perf_counter() - start
-        out1, err1 = self._marks = self.capture.mark()
+        if duration >= _SHORT or self.capture.used():
+            out1, err1 = self._marks = self.capture.mark()
+        else:
+            out1, err1 = out0, err0
         commit = batch.commit
         if failure is not None:
             commit.failures[str(task)] = failure
@@ -244,8 +279,10 @@ class TaskRunner:
             commit.output[str(task)] = [out1 - out0, err1 - err0]
             batch.logs.append((task, out0, out1, err0, err1))
         batch.values.append(value)
+        batch.last = task
 
     def _flush(self, name: BatchName, batch: _Batch) -> int:
+        self._log_stray_output(batch)
         for task, out0, out1, err0, err1 in batch.logs:
             if out1 > out0:
                 self.record.write_log(task, "out", self.capture.read(0, out0, out1))
@@ -258,6 +295,18 @@ class TaskRunner:
         self.record.commit(name, batch.commit, results)
         self.monitor.committed(str(name), len(batch.commit))
         return len(batch.commit)
+
+
+    def _log_stray_output(self, batch: _Batch) -> None:
+        """Short tasks wrote below Python since the last slice: log it with the batch's last task."""
+        (out0, err0), (out1, err1) = self._marks, self.capture.mark()
+        if (out1, err1) == (out0, err0):
+            return
+        if batch.logs and batch.logs[-1][0] == batch.last:  # extend its own slice
+            _task, out0, _, err0, _ = batch.logs.pop()
+        batch.logs.append((batch.last, out0, out1, err0, err1))
+        batch.commit.output[str(batch.last)] = [out1 - out0, err1 - err0]
+        self._marks = (out1, err1)
 
 
 def _failure(exc: BaseException, reason: str, remote_tb: str) -> dict[str, Any]:
