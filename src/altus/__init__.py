@@ -18,7 +18,12 @@ except _metadata.PackageNotFoundError:  # running from a source tree that was ne
 
 __all__ = ["AltusError", "Executor", "Job", "Knot", "__version__", "jobs"]
 
-_LAZY = {"Executor": "altus.batch", "Job": "altus.batch", "Knot": "altus.batch", "jobs": "altus.batch"}
+_LAZY = {
+    "Executor": "altus.batch",
+    "Job": "altus.batch",
+    "Knot": "altus.batch",
+    "jobs": "altus.batch",
+}
 
 
 def __getattr__(name: str) -> _typing.Any:

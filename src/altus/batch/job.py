@@ -13,7 +13,7 @@ import pickle
 import threading
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -133,13 +133,16 @@ class _TaskTable:
                 self.round[task] = round_
         self.rounds.append(round_)
 
-    def _apply(self, stem: str, round_: int) -> list[int]:
+    def _apply(self, stem: str, round_: int) -> Sequence[int]:
         status = self.record.read_status(stem)
         failures = status["failures"]
         index = len(self.batches)
         self.batches.append(stem)
+        tasks = status["tasks"]
+        if self._is_fresh_range(tasks, round_):
+            return self._apply_range(tasks[0], len(tasks), index, failures)
         resolved = []
-        for position, task in enumerate(status["tasks"]):
+        for position, task in enumerate(tasks):
             if self.round[task] != round_ or self.codes[task] == DONE:
                 continue
             code = FAILED if str(task) in failures else DONE
@@ -149,6 +152,23 @@ class _TaskTable:
             self.batch[task], self.position[task] = index, position
             resolved.append(task)
         return resolved
+
+    def _is_fresh_range(self, tasks: list[int], round_: int) -> bool:
+        """The common case: consecutive tasks, all still pending, no retry round yet."""
+        if not tasks or len(self.rounds) > 1 or round_ != 0:
+            return False
+        first, n = tasks[0], len(tasks)
+        return tasks[-1] - first == n - 1 and self.codes.count(PENDING, first, first + n) == n
+
+    def _apply_range(self, first: int, n: int, index: int, failures: dict[str, Any]) -> range:
+        stop = first + n
+        self.codes[first:stop] = bytes([DONE]) * n
+        self.batch[first:stop] = array("i", [index]) * n
+        self.position[first:stop] = array("i", range(n))
+        self.done += n
+        for task in map(int, failures):
+            self._set(task, FAILED)
+        return range(first, stop)
 
     def _set(self, task: int, code: int) -> None:
         old = self.codes[task]
@@ -303,7 +323,12 @@ class Job:
 
     def iter_results(self, errors: str = "raise") -> Iterator[Any]:
         """Results in input order, read one batch at a time (the job must be finished)."""
+        table = self._table
+        codes, batch, position = table.codes, table.batch, table.position
         for task in range(self.spec.n_tasks):
+            if codes[task] == DONE:  # the fast path: no call per task
+                yield self._batch_values(table.batches[batch[task]])[position[task]]
+                continue
             try:
                 yield self.result(task)
             except TaskError as exc:
@@ -355,7 +380,7 @@ class Job:
         if isinstance(blob, bytes):
             with contextlib.suppress(Exception):
                 exc = pickle.loads(blob)
-        if isinstance(exc, BaseException):
+        if isinstance(exc, Exception):  # never re-raise a task's SystemExit in the client
             if failure["traceback"]:
                 exc.__cause__ = RemoteTraceback(failure["traceback"])
             return exc

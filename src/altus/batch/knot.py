@@ -169,7 +169,11 @@ class Knot:
         while record is None:  # the id was taken: same name, same second, same 16 bits
             spec = replace(spec, id=new_job_id(self.name))
             record = JobRecord.create(root, spec, function_blob, blobs)
-        backend.launch(Launch(record, 0, spec.n_chunks, self.workers, self.resources))
+        try:
+            backend.launch(Launch(record, 0, spec.n_chunks, self.workers, self.resources))
+        except BaseException:
+            record.remove()  # a job that never started leaves no record behind
+            raise
         return Job(record, backend)
 
 

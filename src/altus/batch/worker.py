@@ -259,7 +259,7 @@ class TaskRunner:
                 f"task {task} ran past the timeout of {self.timeout:g} s", task=task
             )
             failure = _failure(value, "timeout", "")
-        except Exception as exc:  # the task's own error: recorded, not raised
+        except (Exception, SystemExit) as exc:  # the task's own error: recorded, not raised
             value = exc
             failure = _failure(exc, "raised", _remote_traceback(exc))
         duration = time.perf_counter() - start
@@ -295,7 +295,6 @@ class TaskRunner:
         self.record.commit(name, batch.commit, results)
         self.monitor.committed(str(name), len(batch.commit))
         return len(batch.commit)
-
 
     def _log_stray_output(self, batch: _Batch) -> None:
         """Short tasks wrote below Python since the last slice: log it with the batch's last task."""
