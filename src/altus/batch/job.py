@@ -204,6 +204,7 @@ class Job:
         self._futures: list[Future[Any]] | None = None
         self._watcher: threading.Thread | None = None
         self._loaded: tuple[str, list[Any]] | None = None
+        self._status_cache: tuple[str, dict[str, Any]] | None = None
         self._table._load_rounds()
         self._table.refresh()
 
@@ -357,7 +358,7 @@ class Job:
         raise self._exception(task, self._status_file(stem)["failures"][str(task)], value)
 
     def _status_file(self, stem: str) -> dict[str, Any]:
-        cached = getattr(self, "_status_cache", None)
+        cached = self._status_cache
         if cached is None or cached[0] != stem:
             cached = (stem, self._record.read_status(stem))
             self._status_cache = cached
@@ -486,7 +487,8 @@ class Job:
                     future.set_exception(exc)
 
     def _start_watcher(self) -> None:
-        if self._watcher is None and not self.finished():
+        running = self._watcher is not None and self._watcher.is_alive()
+        if not running and not self.finished():
             self._watcher = threading.Thread(
                 target=self._watch, name=f"altus-{self.id}", daemon=True
             )
@@ -537,14 +539,15 @@ class Job:
             return self
         if not failed_only and self.state() == "running":
             raise AltusError(f"job {self.id} is still running; cancel it or wait before retrying")
-        size = max(1, -(-len(tasks) // max(1, self.spec.n_chunks)))
-        size = max(size, self._chunk_size())
+        size = self._chunk_size()
         chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
         round_ = self._record.add_round(chunks)
         with self._lock:
             table.start_round(round_)
-            self._futures = None
-            self._watcher = None
+            if self._futures is not None:  # a settled future cannot be reset: replace it
+                for task in tasks:
+                    self._futures[task] = Future()
+                self._start_watcher()
         resources = Resources.from_user(self.spec.resources)
         self.backend.launch(Launch(self._record, round_, len(chunks), self.spec.workers, resources))
         return self

@@ -148,6 +148,7 @@ def _worker_environment() -> dict[str, str]:
 
 _pool: _Pool | None = None
 _pool_lock = threading.Lock()
+_hook_installed = False
 
 
 def _get_pool() -> _Pool:
@@ -161,6 +162,10 @@ def _get_pool() -> _Pool:
 
 def _install_interrupt_hook() -> None:
     """An uncaught Ctrl-C ends this process: cancel what it launched first."""
+    global _hook_installed
+    if _hook_installed:
+        return
+    _hook_installed = True
     previous = sys.excepthook
 
     def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
@@ -168,8 +173,7 @@ def _install_interrupt_hook() -> None:
             _pool.cancel_active()
         previous(kind, value, tb)
 
-    if getattr(sys.excepthook, "__name__", "") != "hook":
-        sys.excepthook = hook
+    sys.excepthook = hook
 
 
 def _close_pool() -> None:
