@@ -26,12 +26,14 @@ import signal
 import struct
 import sys
 import time
+import traceback
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from altus.batch.record import BatchName, Commit, JobRecord
+from altus.errors import AltusError
 
 __all__ = ["main"]
 
@@ -172,10 +174,15 @@ class Pool:
         return None
 
     def assign(self, worker: Worker, job: Job, chunk: tuple[int, int]) -> None:
+        message = {"record": job.url, "round": job.round, "chunk": chunk[0], "attempt": chunk[1]}
+        try:
+            os.write(worker.commands, json.dumps(message).encode() + b"\n")
+        except OSError:  # it just died; its death is handled when its pipe closes
+            job.queue.appendleft(chunk)
+            self.kill(worker, "unreachable")
+            return
         worker.job, worker.chunk = job, chunk
         job.busy[worker.pid] = worker.key
-        message = {"record": job.url, "round": job.round, "chunk": chunk[0], "attempt": chunk[1]}
-        os.write(worker.commands, json.dumps(message).encode() + b"\n")
 
     def finish(self, job: Job) -> None:
         del self.jobs[(job.url, job.round)]
@@ -343,7 +350,12 @@ class Pool:
         for job in list(self.jobs.values()):
             if job.cancelled:
                 continue
-            if job.record.is_cancelled(job.round) or not job.record.store.exists("spec.json"):
+            try:
+                record = job.record
+                stop = record.is_cancelled(job.round) or not record.store.exists("spec.json")
+            except AltusError:
+                stop = True
+            if stop:
                 self.cancel(job)
 
     def reap_idle(self) -> None:
@@ -362,15 +374,17 @@ class Pool:
         self.emit(ev="ready", pid=os.getpid())
         last_check = 0.0
         while not self.should_exit():
-            self.dispatch()
-            for key, _mask in self.selector.select(timeout=0.1):
-                key.data(key.fileobj)
-            if time.monotonic() - last_check > 0.25:
-                last_check = time.monotonic()
-                self.check_timeouts()
-                self.check_cancelled()
-                self.reap_idle()
+            try:
                 self.dispatch()
+                for key, _mask in self.selector.select(timeout=0.1):
+                    key.data(key.fileobj)
+                if time.monotonic() - last_check > 0.25:
+                    last_check = time.monotonic()
+                    self.check_timeouts()
+                    self.check_cancelled()
+                    self.reap_idle()
+            except Exception:  # one bad record must not take every other job down
+                traceback.print_exc(file=sys.stderr)
         for worker in list(self.workers.values()):
             self.kill(worker, "pool exit")
 
