@@ -37,6 +37,8 @@ from altus.storage import Store, open_store
 __all__ = ["Job", "JobSummary", "TaskErrorInfo", "TaskLogs", "jobs"]
 
 PENDING, DONE, FAILED = 0, 1, 2
+LIVENESS_CHECK_SECONDS = 1.0
+"""How often a waiting handle asks the backend whether anything still runs the job."""
 STATES = ("pending", "running", "done", "failed", "cancelled")
 _TASK_ERRORS: dict[str, type[TaskError]] = {
     "altus.errors.TaskTimeout": TaskTimeout,
@@ -292,13 +294,17 @@ class Job:
         """Block until every task is finished; False if ``timeout`` seconds passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.01
+        next_liveness_check = time.monotonic()
         try:
             while not self.finished():
-                remaining = None if deadline is None else deadline - time.monotonic()
+                now = time.monotonic()
+                remaining = None if deadline is None else deadline - now
                 if remaining is not None and remaining <= 0:
                     return False
-                if not self.backend.is_active(self._record) and not self.finished():
-                    raise self._lost()
+                if now >= next_liveness_check:
+                    if not self.backend.is_active(self._record) and not self.finished():
+                        raise self._lost()
+                    next_liveness_check = now + LIVENESS_CHECK_SECONDS
                 pause = min(pause * 1.5, 0.5)
                 self.backend.wait_for_change(self._record, min(pause, remaining or pause))
         except KeyboardInterrupt:
