@@ -299,15 +299,18 @@ def busy_cpus(window: float = 2.0) -> float | None:
 
 
 def wait_until_quiet(
-    max_busy: float, patience: float, log: Callable[[str], None]
+    max_busy: float,
+    patience: float,
+    log: Callable[[str], None],
+    window: float = 2.0,
 ) -> dict[str, Any]:
     """Wait up to ``patience`` seconds for the machine to use under ``max_busy`` CPUs."""
     start = time.monotonic()
-    busy = busy_cpus()
+    busy = busy_cpus(window)
     while busy is not None and busy > max_busy and time.monotonic() - start < patience:
         log(f"  machine busy: {busy:.2f} CPUs in use by other processes; waiting ...")
-        time.sleep(8)
-        busy = busy_cpus()
+        time.sleep(2 * window)
+        busy = busy_cpus(window)
     return {
         "busy_cpus_at_start": None if busy is None else round(busy, 3),
         "waited_s": round(time.monotonic() - start, 1),

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,29 @@ def _warmup_inputs(workers: int) -> list[int]:
     return list(range(4 * workers))
 
 
+_SETTLE: dict[str, Any] = {"reps": 0, "waited_s": 0.0, "not_quiet": 0}
+
+
+def _reps(p: dict[str, Any], count: int | None = None) -> Iterator[int]:
+    """``range(repeats)``; with ``--wait-quiet``, each run first waits for idle CPUs.
+
+    The pools are idle between runs, so the CPUs busy then are other processes'.
+    """
+
+    def gen() -> Iterator[int]:
+        for index in range(p["repeats"] if count is None else count):
+            if p.get("wait_quiet_s", 0) > 0:
+                state = c.wait_until_quiet(
+                    p["quiet_cpus"], p["wait_quiet_s"], lambda _m: None, window=1.0
+                )
+                _SETTLE["waited_s"] = round(_SETTLE["waited_s"] + state["waited_s"], 1)
+                _SETTLE["not_quiet"] += not state["quiet"]
+            _SETTLE["reps"] += 1
+            yield index
+
+    return gen()
+
+
 def _check(out: list[Any], expected: list[Any], what: str) -> None:
     if len(out) != len(expected) or out != expected:
         bad = next((i for i, (a, b) in enumerate(zip(out, expected, strict=False)) if a != b), None)
@@ -95,7 +119,7 @@ def child_serial(p: dict[str, Any]) -> dict[str, Any]:
     inputs = [n] * p["cpu_tasks"]
     samples = []
     expected = burn(n)
-    for _ in range(p["repeats"]):
+    for _ in _reps(p):
         took, out = c.timed(lambda: [burn(x) for x in inputs])
         _check(out, [expected] * len(inputs), "serial")
         samples.append(took)
@@ -154,7 +178,7 @@ def child_altus(p: dict[str, Any]) -> dict[str, Any]:
         inputs = list(range(n))
         before = _tree_bytes(store_dir)
         samples, chunks = [], set()
-        for _ in range(repeats):
+        for _ in _reps(p):
             took, (job, out) = c.timed(lambda: _altus_run(knot, inputs))
             _check(out, inputs, "altus noop")
             samples.append(took)
@@ -174,7 +198,7 @@ def child_altus(p: dict[str, Any]) -> dict[str, Any]:
         _check(bknot.map([1000] * len(warm)).results(), [burn(1000)] * len(warm), "altus warm-up")
         cpu_inputs = [cpu_n] * cpu_tasks
         samples = []
-        for _ in range(repeats):
+        for _ in _reps(p):
             took, (job, out) = c.timed(lambda: _altus_run(bknot, cpu_inputs))
             _check(out, [expected] * cpu_tasks, "altus cpu")
             samples.append(took)
@@ -194,7 +218,7 @@ def child_ppe(p: dict[str, Any]) -> dict[str, Any]:
     """ProcessPoolExecutor with altus's chunk sizes (and chunksize=1 for context)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    workers, n, repeats = p["workers"], p["tasks"], p["repeats"]
+    workers, n = p["workers"], p["tasks"]
     res: dict[str, Any] = {"start_method": None}
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=workers) as ex:
@@ -207,7 +231,7 @@ def child_ppe(p: dict[str, Any]) -> dict[str, Any]:
         inputs = list(range(n))
         for label, chunk in (("noop", p["noop_chunksize"]), ("noop_chunk1", 1)):
             samples = []
-            for _ in range(repeats):
+            for _ in _reps(p):
                 took, out = c.timed(lambda chunk=chunk: list(ex.map(noop, inputs, chunksize=chunk)))
                 _check(out, inputs, f"ppe {label}")
                 samples.append(took)
@@ -217,7 +241,7 @@ def child_ppe(p: dict[str, Any]) -> dict[str, Any]:
         cpu_inputs = [p["burn_iterations"]] * p["cpu_tasks"]
         expected = [p["burn_expected"]] * p["cpu_tasks"]
         samples = []
-        for _ in range(repeats):
+        for _ in _reps(p):
             took, out = c.timed(
                 lambda: list(ex.map(burn, cpu_inputs, chunksize=p["cpu_chunksize"]))
             )
@@ -248,7 +272,7 @@ def _dask_cluster(workers: int) -> tuple[Any, Any]:
 
 def child_dask(p: dict[str, Any]) -> dict[str, Any]:
     """Dask LocalCluster (one single-threaded worker process per worker): client.map + gather."""
-    workers, n, repeats = p["workers"], p["tasks"], p["repeats"]
+    workers, n = p["workers"], p["tasks"]
     res: dict[str, Any] = {
         "cluster": "LocalCluster(processes=True, threads_per_worker=1)",
         "map": "client.map(f, inputs, pure=False) + client.gather",
@@ -263,7 +287,7 @@ def child_dask(p: dict[str, Any]) -> dict[str, Any]:
 
         inputs = list(range(n))
         samples = []
-        for _ in range(repeats):
+        for _ in _reps(p):
             took, out = c.timed(lambda: client.gather(client.map(noop, inputs, pure=False)))
             _check(out, inputs, "dask noop")
             samples.append(took)
@@ -274,7 +298,7 @@ def child_dask(p: dict[str, Any]) -> dict[str, Any]:
         cpu_inputs = [p["burn_iterations"]] * p["cpu_tasks"]
         expected = [p["burn_expected"]] * p["cpu_tasks"]
         samples = []
-        for _ in range(repeats):
+        for _ in _reps(p):
             took, out = c.timed(lambda: client.gather(client.map(burn, cpu_inputs, pure=False)))
             _check(out, expected, "dask cpu")
             samples.append(took)
@@ -297,6 +321,18 @@ def _lithops_executor(workers: int, options: dict[str, Any]) -> Any:
     )
 
 
+def _lithops_run(fexec: Any, inputs: list[Any], chunk: int | None, limit: float) -> list[Any]:
+    """One Lithops map and its results; a map that does not finish in ``limit`` s is an error."""
+    futures = fexec.map(noop, inputs, chunksize=chunk)
+    out = fexec.get_result(futures, timeout=max(1, int(limit)), show_progressbar=False)
+    if len(out) != len(inputs):
+        raise TimeoutError(
+            f"Lithops map of {len(inputs)} tasks (chunksize={chunk}) returned only {len(out)} "
+            f"results within {limit:.0f} s: it hung"
+        )
+    return list(out)
+
+
 def child_lithops(p: dict[str, Any]) -> dict[str, Any]:
     """Lithops localhost: probe a small map, then run the full one if it fits the budget."""
     try:
@@ -316,10 +352,10 @@ def child_lithops(p: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     fexec = _lithops_executor(workers, options)
     try:
-        _check(fexec.get_result(fexec.map(noop, [0])), [0], "lithops first map")
+        _check(_lithops_run(fexec, [0], None, 120), [0], "lithops first map")
         res["first_result_s"] = round(time.perf_counter() - start, 6)
         warm = _warmup_inputs(workers)
-        _check(fexec.get_result(fexec.map(noop, warm)), warm, "lithops warm-up")
+        _check(_lithops_run(fexec, warm, None, 120), warm, "lithops warm-up")
 
         chunk = p["noop_chunksize"]
         # two probes, k and 2k tasks, separate the per-job cost from the per-task cost
@@ -328,8 +364,8 @@ def child_lithops(p: dict[str, Any]) -> dict[str, Any]:
         for size in (probe_n, 2 * probe_n):
             probe_inputs = list(range(size))
             took, out = c.timed(
-                lambda probe_inputs=probe_inputs, size=size: fexec.get_result(
-                    fexec.map(noop, probe_inputs, chunksize=min(chunk, size))
+                lambda probe_inputs=probe_inputs, size=size: _lithops_run(
+                    fexec, probe_inputs, min(chunk, size), 120 + size
                 )
             )
             _check(out, probe_inputs, "lithops probe")
@@ -362,8 +398,8 @@ def child_lithops(p: dict[str, Any]) -> dict[str, Any]:
             )
         inputs = list(range(n))
         samples = []
-        for _ in range(runs):
-            took, out = c.timed(lambda: fexec.get_result(fexec.map(noop, inputs, chunksize=chunk)))
+        for _ in _reps(p, runs):
+            took, out = c.timed(lambda: _lithops_run(fexec, inputs, chunk, 120 + 3 * estimate))
             _check(out, inputs, "lithops noop")
             samples.append(took)
             del out
@@ -508,6 +544,8 @@ def child_main(name: str, params_file: str, result_file: str) -> int:
     faulthandler.dump_traceback_later(max(5.0, params["child_timeout_s"] - 10), exit=False)
     try:
         result = CHILDREN[name](params)
+        if params.get("wait_quiet_s", 0) > 0 and _SETTLE["reps"]:
+            result["settle"] = dict(_SETTLE)
     except Exception as exc:  # reported to the parent, which carries on
         result = {
             "ok": False,
@@ -869,7 +907,8 @@ def build_report(
     lines.append("")
 
     # 2. CPU-bound
-    serial = _get(sections, "serial", "serial", "median_s")
+    # the fastest serial run: the work itself, with the least interference from other processes
+    serial = _get(sections, "serial", "serial", "min_s")
     cpu_tasks = cfg["cpu_tasks"]
     one = _get(sections, "serial", "one_task_s")
     rows = []
@@ -894,7 +933,7 @@ def build_report(
     summary["cpu"]["serial_s"] = serial
     lines.append(
         f"2) CPU-bound map: {cpu_tasks} tasks x {c.fmt_s(one)} s of pure-Python CPU, "
-        f"serial {c.fmt_s(serial)} s; efficiency = serial / (wall x {workers} workers)"
+        f"serial {c.fmt_s(serial)} s (fastest of {reps}); efficiency = serial / (wall x {workers} workers)"
     )
     lines.append(
         c.table(

@@ -86,7 +86,7 @@ class _Pool:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,
-                env=_worker_environment(),
+                env={**_worker_environment(), "ALTUS_POOL_LOG": str(self.log_path)},
             )
         assert self.process.stdin is not None
         assert self.process.stdout is not None

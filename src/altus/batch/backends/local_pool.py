@@ -488,7 +488,15 @@ def _apply_key(key: str) -> None:
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     Pool().run()
+    _remove_empty_log(os.environ.get("ALTUS_POOL_LOG"))
     return 0
+
+
+def _remove_empty_log(path: str | None) -> None:
+    """A pool that had nothing to say leaves no log file behind."""
+    with contextlib.suppress(OSError):
+        if path and os.fstat(2).st_size == 0 and os.path.samefile(path, "/proc/self/fd/2"):
+            os.unlink(path)
 
 
 if __name__ == "__main__":
