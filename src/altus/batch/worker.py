@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import pickle
 import resource
@@ -42,6 +43,9 @@ __all__ = ["FLUSH_SECONDS", "Monitor", "TaskRunner", "main", "run_chunk"]
 FLUSH_SECONDS = 0.2
 """A worker commits finished tasks at least this often (and at the end of a chunk)."""
 
+CLAIM_SECONDS = 0.05
+"""A chunk is claimed (shown as running) at its start when the last one took this long;
+a chunk of quicker tasks is claimed at its first commit, if it lasts that long."""
 FLUSH_TASKS = 100_000
 """…and as soon as this many tasks are waiting."""
 
@@ -190,6 +194,7 @@ class TaskRunner:
         self.timeout = record.spec.timeout
         self._current: tuple[int, list[Any]] = (0, [])
         self._epoch = time.time() - time.perf_counter()
+        self._last_chunk_seconds = math.inf  # unknown: the first chunk is claimed
 
     def run_chunk(self, round_: int, chunk: int, attempt: int) -> int:
         """Run what is left of a chunk; returns how many tasks were committed."""
@@ -197,24 +202,30 @@ class TaskRunner:
         if attempt > 0:
             recorded = self.record.recorded_tasks(round_)
             tasks = [task for task in tasks if task not in recorded]
-        self.record.claim(round_, chunk, attempt)
+        claimed = attempt > 0 or self._last_chunk_seconds >= CLAIM_SECONDS
+        if claimed:
+            self.record.claim(round_, chunk, attempt)
         self._current = (0, [])
         self._marks = self.capture.mark()
         done = 0
         seq = 0
         batch = _Batch()
-        last_flush = time.perf_counter()
+        started = last_flush = time.perf_counter()
         every = 0.0 if attempt else FLUSH_SECONDS  # after a crash, commit task by task
         for task in tasks:
             self._run_one(task, batch)
             now = time.perf_counter()
             if now - last_flush >= every or len(batch.values) >= FLUSH_TASKS:
+                if not claimed:
+                    self.record.claim(round_, chunk, attempt)
+                    claimed = True
                 done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), batch)
                 seq, batch, last_flush = seq + 1, _Batch(), now
                 if self.record.is_cancelled(round_):
                     return done
         if batch.commit.tasks:
             done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), batch)
+        self._last_chunk_seconds = time.perf_counter() - started
         return done
 
     def _item(self, task: int) -> Any:
