@@ -68,6 +68,43 @@ def burn(n: int) -> int:
     return acc
 
 
+def burn_timed(n: int) -> tuple[int, float]:
+    """``burn(n)`` and the CPU seconds its thread spent on it (measured in the worker)."""
+    start = time.thread_time()
+    acc = burn(n)
+    return acc, time.thread_time() - start
+
+
+def _cpu_section(p: dict[str, Any], parallel: Any, what: str) -> dict[str, Any]:
+    """Timed CPU-bound runs, each right after the same tasks run serially in this process.
+
+    This VM's CPU speed drifts by tens of percent over minutes, so a serial time taken
+    elsewhere would measure the drift, not the system: each parallel run is paired with a
+    serial run taken seconds before it. ``parallel()`` returns ``burn_timed`` results, whose
+    CPU seconds give a second, drift-proof figure: utilization = task CPU / (wall x workers).
+    """
+    n, m, workers = p["burn_iterations"], p["cpu_tasks"], p["workers"]
+    walls, serials, effs, utils = [], [], [], []
+    for _ in _reps(p):
+        serial, _ = c.timed(lambda: [burn(n) for _ in range(m)])
+        wall, out = c.timed(parallel)
+        _check([acc for acc, _cpu in out], [p["burn_expected"]] * m, what)
+        walls.append(wall)
+        serials.append(serial)
+        effs.append(serial / (wall * workers))
+        utils.append(sum(cpu for _acc, cpu in out) / (wall * workers))
+    return {
+        **c.summarize(walls),
+        "n_tasks": m,
+        "serial_samples_s": [round(x, 6) for x in serials],
+        "serial_median_s": round(c.median(serials), 6),
+        "efficiency_samples": [round(x, 4) for x in effs],
+        "efficiency": round(c.median(effs), 4),
+        "utilization_samples": [round(x, 4) for x in utils],
+        "utilization": round(c.median(utils), 4),
+    }
+
+
 # -- children: one per system and measurement --------------------------------------------------
 
 
@@ -123,13 +160,48 @@ def child_serial(p: dict[str, Any]) -> dict[str, Any]:
         took, out = c.timed(lambda: [burn(x) for x in inputs])
         _check(out, [expected] * len(inputs), "serial")
         samples.append(took)
+    # The machine's own ceiling: the same tasks split evenly over ``workers`` bare forked
+    # processes, no pool, no scheduling, no results sent back. Two vCPUs that are hyperthreads
+    # of one core, or a throttled VM, show up here as well below 100%.
+    import multiprocessing
+
+    fork = multiprocessing.get_context("fork")
+    workers = p["workers"]
+    shares = [len(inputs) // workers + (i < len(inputs) % workers) for i in range(workers)]
+    walls, serials, effs = [], [], []
+    for _ in _reps(p):
+        serial, _ = c.timed(lambda: [burn(x) for x in inputs])
+        procs = [fork.Process(target=_burn_share, args=(n, k)) for k in shares]
+        start = time.perf_counter()
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+        walls.append(time.perf_counter() - start)
+        serials.append(serial)
+        effs.append(serial / (walls[-1] * workers))
+        if any(proc.exitcode != 0 for proc in procs):
+            raise RuntimeError("a bare burn process failed")
     return {
         "burn_iterations": n,
         "burn_expected": expected,
         "one_task_s": round(one_task, 6),
         "n_tasks": len(inputs),
         "serial": c.summarize(samples),
+        "bare_processes": {
+            **c.summarize(walls),
+            "workers": workers,
+            "tasks_each": shares,
+            "serial_samples_s": [round(x, 6) for x in serials],
+            "efficiency_samples": [round(x, 4) for x in effs],
+            "efficiency": round(c.median(effs), 4),
+        },
     }
+
+
+def _burn_share(n: int, count: int) -> None:
+    for _ in range(count):
+        burn(n)
 
 
 def _altus_chunksize(job: Any) -> int | None:
@@ -193,21 +265,20 @@ def child_altus(p: dict[str, Any]) -> dict[str, Any]:
             (_tree_bytes(store_dir) - before) / (n * repeats), 1
         )
 
-        cpu_n, cpu_tasks, expected = p["burn_iterations"], p["cpu_tasks"], p["burn_expected"]
-        bknot = altus.Knot(burn, workers=workers, store=store)
-        _check(bknot.map([1000] * len(warm)).results(), [burn(1000)] * len(warm), "altus warm-up")
-        cpu_inputs = [cpu_n] * cpu_tasks
-        samples = []
-        for _ in _reps(p):
-            took, (job, out) = c.timed(lambda: _altus_run(bknot, cpu_inputs))
-            _check(out, [expected] * cpu_tasks, "altus cpu")
-            samples.append(took)
-        res["cpu"] = {
-            **c.summarize(samples),
-            "n_tasks": cpu_tasks,
-            "chunksize": _altus_chunksize(job),
-            "n_chunks": getattr(job.spec, "n_chunks", None),
-        }
+        bknot = altus.Knot(burn_timed, workers=workers, store=store)
+        out = bknot.map([1000] * len(warm)).results()
+        _check([acc for acc, _ in out], [burn(1000)] * len(warm), "altus warm-up")
+        cpu_inputs = [p["burn_iterations"]] * p["cpu_tasks"]
+        jobs: list[Any] = []
+
+        def parallel() -> list[Any]:
+            job, results = _altus_run(bknot, cpu_inputs)
+            jobs.append(job)
+            return results
+
+        res["cpu"] = _cpu_section(p, parallel, "altus cpu")
+        res["cpu"]["chunksize"] = _altus_chunksize(jobs[-1])
+        res["cpu"]["n_chunks"] = getattr(jobs[-1].spec, "n_chunks", None)
     finally:
         if not p.get("keep_store"):
             shutil.rmtree(store_dir, ignore_errors=True)
@@ -239,19 +310,12 @@ def child_ppe(p: dict[str, Any]) -> dict[str, Any]:
             res[label] = {**c.summarize(samples), "n_tasks": n, "chunksize": chunk}
 
         cpu_inputs = [p["burn_iterations"]] * p["cpu_tasks"]
-        expected = [p["burn_expected"]] * p["cpu_tasks"]
-        samples = []
-        for _ in _reps(p):
-            took, out = c.timed(
-                lambda: list(ex.map(burn, cpu_inputs, chunksize=p["cpu_chunksize"]))
-            )
-            _check(out, expected, "ppe cpu")
-            samples.append(took)
-        res["cpu"] = {
-            **c.summarize(samples),
-            "n_tasks": len(cpu_inputs),
-            "chunksize": p["cpu_chunksize"],
-        }
+        res["cpu"] = _cpu_section(
+            p,
+            lambda: list(ex.map(burn_timed, cpu_inputs, chunksize=p["cpu_chunksize"])),
+            "ppe cpu",
+        )
+        res["cpu"]["chunksize"] = p["cpu_chunksize"]
     return res
 
 
@@ -296,13 +360,12 @@ def child_dask(p: dict[str, Any]) -> dict[str, Any]:
         res["noop"] = {**c.summarize(samples), "n_tasks": n, "chunksize": 1}
 
         cpu_inputs = [p["burn_iterations"]] * p["cpu_tasks"]
-        expected = [p["burn_expected"]] * p["cpu_tasks"]
-        samples = []
-        for _ in _reps(p):
-            took, out = c.timed(lambda: client.gather(client.map(burn, cpu_inputs, pure=False)))
-            _check(out, expected, "dask cpu")
-            samples.append(took)
-        res["cpu"] = {**c.summarize(samples), "n_tasks": len(cpu_inputs), "chunksize": 1}
+        res["cpu"] = _cpu_section(
+            p,
+            lambda: client.gather(client.map(burn_timed, cpu_inputs, pure=False)),
+            "dask cpu",
+        )
+        res["cpu"]["chunksize"] = 1
     finally:
         client.close()
         cluster.close()
@@ -907,8 +970,6 @@ def build_report(
     lines.append("")
 
     # 2. CPU-bound
-    # the fastest serial run: the work itself, with the least interference from other processes
-    serial = _get(sections, "serial", "serial", "min_s")
     cpu_tasks = cfg["cpu_tasks"]
     one = _get(sections, "serial", "one_task_s")
     rows = []
@@ -918,29 +979,56 @@ def build_report(
         ("Dask LocalCluster", "dask"),
     ):
         fig = _get(sections, section, "cpu") if _ok(sections, section) else None
-        wall = fig.get("median_s") if fig else None
-        eff = serial / (wall * workers) if (wall and serial) else None
+        fig = fig or {}
+        eff, util = fig.get("efficiency"), fig.get("utilization")
         rows.append(
             [
                 label,
-                fig.get("chunksize") if fig else "-",
-                c.fmt_s(wall),
+                fig.get("chunksize", "-"),
+                c.fmt_s(fig.get("serial_median_s")),
+                c.fmt_s(fig.get("median_s")),
                 c.fmt_pct(eff),
+                c.fmt_pct(util),
                 "" if fig else "not measured: " + _why(sections, section)[:90],
             ]
         )
-        summary["cpu"][section] = {"wall_s": wall, "efficiency": eff}
-    summary["cpu"]["serial_s"] = serial
+        summary["cpu"][section] = {
+            "wall_s": fig.get("median_s"),
+            "serial_s": fig.get("serial_median_s"),
+            "efficiency": eff,
+            "utilization": util,
+        }
+    bare = _get(sections, "serial", "bare_processes") or {}
+    rows.append(
+        [
+            f"(ceiling: {workers} bare forked processes)",
+            cpu_tasks // workers,
+            c.fmt_s(c.median(bare["serial_samples_s"]) if bare else None),
+            c.fmt_s(bare.get("median_s")),
+            c.fmt_pct(bare.get("efficiency")),
+            "-",
+            "no pool at all: the most this machine gives",
+        ]
+    )
+    summary["cpu"]["bare_processes"] = {
+        "wall_s": bare.get("median_s"),
+        "efficiency": bare.get("efficiency"),
+    }
     lines.append(
-        f"2) CPU-bound map: {cpu_tasks} tasks x {c.fmt_s(one)} s of pure-Python CPU, "
-        f"serial {c.fmt_s(serial)} s (fastest of {reps}); efficiency = serial / (wall x {workers} workers)"
+        f"2) CPU-bound map: {cpu_tasks} tasks x {c.fmt_s(one)} s of pure-Python CPU, median of "
+        f"{reps} runs, each paired with a serial run of the same tasks just before it"
     )
     lines.append(
         c.table(
-            ["system", "chunk", "wall s", "efficiency", "note"],
+            ["system", "chunk", "serial s", "wall s", "efficiency", "CPU utilization", "note"],
             rows,
-            [False, True, True, True, False],
+            [False, True, True, True, True, True, False],
         )
+    )
+    lines.append(
+        f"   efficiency = serial / (wall x {workers} workers), the target's figure; "
+        f"CPU utilization = CPU seconds the tasks got in the workers / (wall x {workers}), "
+        "immune to the host's CPU speed drifting between runs"
     )
     lines.append("")
 
@@ -1054,7 +1142,10 @@ def build_report(
         eff,
         TARGET_EFFICIENCY,
         None if eff is None else eff >= TARGET_EFFICIENCY,
-        f"{c.fmt_pct(eff)} (ProcessPoolExecutor {c.fmt_pct(ppe_eff)}, Dask "
+        f"{c.fmt_pct(eff)} (altus CPU utilization "
+        f"{c.fmt_pct(summary['cpu'].get('altus', {}).get('utilization'))}; machine ceiling "
+        f"{c.fmt_pct(summary['cpu'].get('bare_processes', {}).get('efficiency'))}, "
+        f"ProcessPoolExecutor {c.fmt_pct(ppe_eff)}, Dask "
         f"{c.fmt_pct(summary['cpu'].get('dask', {}).get('efficiency'))})",
         "no figure: " + _why(sections, "altus"),
     )
