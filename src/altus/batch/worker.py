@@ -53,13 +53,13 @@ FLUSH_TASKS = 100_000
 class Monitor(Protocol):
     """What a backend's worker loop may want to hear about, cheaply."""
 
-    def task_started(self, task: int) -> None: ...
+    def task_started(self, task: int, wall_time: float) -> None: ...
 
     def committed(self, batch: str, n_tasks: int) -> None: ...
 
 
 class _Silent:
-    def task_started(self, task: int) -> None:
+    def task_started(self, task: int, wall_time: float) -> None:
         pass
 
     def committed(self, batch: str, n_tasks: int) -> None:
@@ -189,7 +189,7 @@ class TaskRunner:
         self.capture = capture
         self.monitor = monitor
         self.memory = PeakMemory()
-        self._function: Callable[..., Any] | None = None
+        self._call: Callable[[Any], Any] | None = None
         self.calling = record.spec.calling
         self.timeout = record.spec.timeout
         self._current: tuple[int, list[Any]] = (0, [])
@@ -238,30 +238,29 @@ class TaskRunner:
         return items[task - first]
 
     @property
-    def function(self) -> Callable[..., Any]:
-        """Loaded on the first task: a rerun with nothing left to do never imports it."""
-        if self._function is None:
-            self._function = cloudpickle.loads(self.record.function_blob())
-        return self._function
-
-    def _call(self, item: Any) -> Any:
-        if self.calling == "item":
-            return self.function(item)
-        if self.calling == "star":
-            return self.function(*item)
-        args, kwargs = item
-        return self.function(*args, **kwargs)
+    def call(self) -> Callable[[Any], Any]:
+        """``item -> result``; the function is loaded on the first task, so a rerun with
+        nothing left to do never imports it."""
+        if self._call is None:
+            function = cloudpickle.loads(self.record.function_blob())
+            if self.calling == "item":
+                self._call = function
+            elif self.calling == "star":
+                self._call = lambda item: function(*item)
+            else:
+                self._call = lambda item: function(*item[0], **item[1])
+        return self._call
 
     def _run_one(self, task: int, batch: _Batch) -> None:
-        self.monitor.task_started(task)
         out0, err0 = self._marks
         start = time.perf_counter()
+        self.monitor.task_started(task, self._epoch + start)
         failure: dict[str, Any] | None = None
         try:
             if self.timeout:
                 signal.setitimer(signal.ITIMER_REAL, self.timeout)
             try:
-                value = self._call(self._item(task))
+                value = self.call(self._item(task))
             finally:
                 if self.timeout:
                     signal.setitimer(signal.ITIMER_REAL, 0)

@@ -105,9 +105,12 @@ class _Pool:
         return self.process.poll() is None and self.reader.is_alive()
 
     def send(self, **command: Any) -> None:
-        with self.lock:
-            self.commands.write(json.dumps(command).encode() + b"\n")
-            self.commands.flush()
+        try:
+            with self.lock:
+                self.commands.write(json.dumps(command).encode() + b"\n")
+                self.commands.flush()
+        except OSError as exc:
+            raise BackendError(f"the local worker pool stopped (its log: {self.log_path})") from exc
 
     def event_for(self, url: str) -> threading.Event:
         with self.lock:
@@ -128,9 +131,11 @@ class _Pool:
         assert self.process.stdout
         for line in self.process.stdout:
             event = json.loads(line)
-            if event["ev"] == "finished":
-                self.active.discard((event["record"], event["round"]))
             self.event_for(event["record"]).set()
+            if event["ev"] == "finished":  # forget it, or a long session keeps one per job
+                self.active.discard((event["record"], event["round"]))
+                with self.lock:
+                    self.changed.pop(event["record"], None)
         for event in list(self.changed.values()):  # the pool is gone: wake every waiter
             event.set()
 

@@ -410,8 +410,8 @@ class _SlotMonitor:
     def __init__(self, shared: mmap.mmap, slot: int, events: int) -> None:
         self.shared, self.offset, self.events = shared, slot * SLOT.size, events
 
-    def task_started(self, task: int) -> None:
-        SLOT.pack_into(self.shared, self.offset, task, time.time())
+    def task_started(self, task: int, wall_time: float) -> None:
+        SLOT.pack_into(self.shared, self.offset, task, wall_time)
 
     def idle(self) -> None:
         SLOT.pack_into(self.shared, self.offset, -1, 0.0)
