@@ -29,6 +29,8 @@ class TaskTable:
         self.position = array("i", bytes(4 * n))
         self.round = array("i", bytes(4 * n))
         self.batches: list[str] = []
+        self.ranges: list[tuple[int, int]] = []
+        """(first task, batch index) of every batch applied as a whole, fresh range."""
         self.seen: set[str] = set()
         self.rounds = [0]
         self.cancelled: set[int] = set()
@@ -89,6 +91,7 @@ class TaskTable:
 
     def _apply_range(self, first: int, n: int, index: int, failures: dict[str, Any]) -> range:
         stop = first + n
+        self.ranges.append((first, index))
         self.codes[first:stop] = bytes([DONE]) * n
         self.batch[first:stop] = array("i", [index]) * n
         self.position[first:stop] = array("i", range(n))
