@@ -7,9 +7,9 @@ from urllib.parse import unquote, urlparse
 
 from altus.errors import StoreError
 from altus.storage.local import LocalStore
-from altus.storage.store import Store, join
+from altus.storage.store import Store
 
-__all__ = ["LocalStore", "Store", "join", "open_store"]
+__all__ = ["LocalStore", "Store", "open_store"]
 
 
 def open_store(url: str | os.PathLike[str] | Store) -> Store:

@@ -31,11 +31,6 @@ class LocalStore(Store):
     def read(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        with open(self.path(key), "rb") as file:
-            file.seek(start)
-            return file.read(length)
-
     def write(self, key: str, data: bytes) -> None:
         tmp = self._write_temp(key, data)
         os.replace(tmp, self.path(key))

@@ -13,12 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
-__all__ = ["Store", "join"]
-
-
-def join(*parts: str) -> str:
-    """Join key parts with ``/``, ignoring empty parts."""
-    return "/".join(part.strip("/") for part in parts if part.strip("/"))
+__all__ = ["Store"]
 
 
 class Store(ABC):
@@ -29,10 +24,6 @@ class Store(ABC):
     @abstractmethod
     def read(self, key: str) -> bytes:
         """The whole object; ``FileNotFoundError`` if there is none."""
-
-    @abstractmethod
-    def read_range(self, key: str, start: int, length: int) -> bytes:
-        """``length`` bytes of the object from ``start``."""
 
     @abstractmethod
     def write(self, key: str, data: bytes) -> None:
