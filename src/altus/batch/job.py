@@ -104,6 +104,7 @@ class Job:
         self._watcher: threading.Thread | None = None
         self._loaded: tuple[str, list[Any]] | None = None
         self._status_cache: tuple[str, dict[str, Any]] | None = None
+        self._next_liveness_check = 0.0
         self._table.load_rounds()
         self._table.refresh()
 
@@ -162,13 +163,9 @@ class Job:
 
     def _running_chunks(self) -> int:
         """Chunks a worker has claimed whose tasks are not all recorded."""
-        claimed = set()
-        for name in self._record.store.children("claims"):
-            round_text, chunk_text = name.split("-")[:2]
-            claimed.add((int(round_text[1:]), int(chunk_text[1:])))
         codes, rounds = self._table.codes, self._table.round
         running = 0
-        for round_, chunk in claimed:
+        for round_, chunk in self._record.claimed_chunks():
             tasks = self._record.chunk_tasks(round_, chunk)
             if any(codes[task] == PENDING and rounds[task] == round_ for task in tasks):
                 running += 1
@@ -191,23 +188,27 @@ class Job:
         """Block until every task is finished; False if ``timeout`` seconds passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.01
-        next_liveness_check = time.monotonic()
         try:
             while not self.finished():
-                now = time.monotonic()
-                remaining = None if deadline is None else deadline - now
+                remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
-                if now >= next_liveness_check:
-                    if not self.backend.is_active(self._record) and not self.finished():
-                        raise self._lost()
-                    next_liveness_check = now + LIVENESS_CHECK_SECONDS
+                if not self._still_running():
+                    raise self._lost()
                 pause = min(pause * 1.5, 0.5)
                 self.backend.wait_for_change(self._record, min(pause, remaining or pause))
         except KeyboardInterrupt:
             self.cancel()
             raise
         return True
+
+    def _still_running(self) -> bool:
+        """False once nothing runs the unfinished tasks; asks the backend at most once a second."""
+        now = time.monotonic()
+        if now < self._next_liveness_check:
+            return True
+        self._next_liveness_check = now + LIVENESS_CHECK_SECONDS
+        return self.backend.is_active(self._record) or self.finished()
 
     def _lost(self) -> JobLost:
         missing = self._table.unresolved - self._table.n_cancelled()
@@ -245,12 +246,7 @@ class Job:
                 continue
             try:
                 yield self.result(task)
-            except TaskError as exc:
-                if errors == "raise":
-                    raise
-                if errors == "return":
-                    yield exc
-            except Exception as exc:
+            except Exception as exc:  # the task's error, or a TaskError standing in for it
                 if errors == "raise":
                     raise
                 if errors == "return":
@@ -415,7 +411,7 @@ class Job:
                 if self.finished():
                     self._settle(range(self.spec.n_tasks))
                     return
-            if not self.backend.is_active(self._record):
+            if not self._still_running():
                 self._fail_futures(self._lost())
                 return
             pause = min(pause * 1.5, 0.5)
@@ -442,11 +438,10 @@ class Job:
         """Run failed tasks again (and cancelled or lost ones too with ``failed_only=False``)."""
         self.refresh()
         table = self._table
-        wanted = FAILED if failed_only else None
         tasks = [
             task
             for task, code in enumerate(table.codes)
-            if code == FAILED or (wanted is None and code == PENDING)
+            if code == FAILED or (not failed_only and code == PENDING)
         ]
         if not tasks:
             return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -108,7 +109,7 @@ class Knot:
         with self._submit_lock:
             if self._batch is None:
                 self._batch = []
-                timer = threading.Timer(SUBMIT_WINDOW, self.flush)
+                timer = threading.Timer(SUBMIT_WINDOW, self._flush_quietly)
                 timer.daemon = True
                 timer.start()
             future: Future[Any] = Future()
@@ -135,6 +136,12 @@ class Knot:
         for future, proxy in zip(job.futures, (f for _, _, f in calls), strict=True):
             future.add_done_callback(partial(_copy_outcome, proxy))
         return job
+
+    def _flush_quietly(self) -> None:
+        """``flush`` from the timer thread: an error is already in every future it concerns,
+        and raising it here would only print a thread traceback."""
+        with contextlib.suppress(Exception):
+            self.flush()
 
     def _function_blob(self) -> bytes:
         if self._pickled_function is None:

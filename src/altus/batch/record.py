@@ -266,6 +266,14 @@ class JobRecord:
         body = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()})
         self.store.write(f"claims/r{round_}-c{chunk:06d}-a{attempt}.json", body.encode())
 
+    def claimed_chunks(self) -> set[tuple[int, int]]:
+        """(round, chunk) of every chunk a worker has claimed, whatever the attempt."""
+        claimed = set()
+        for name in self.store.children("claims"):
+            round_text, chunk_text = name.split("-")[:2]
+            claimed.add((int(round_text[1:]), int(chunk_text[1:])))
+        return claimed
+
     def commit(self, name: BatchName, commit: Commit, results: bytes) -> bool:
         """Record a batch: results first, then the status file that makes it count."""
         self.store.write(f"results/{name}.pkl", results)

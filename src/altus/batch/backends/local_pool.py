@@ -122,11 +122,9 @@ class Pool:
             self.client_gone = True
             self.selector.unregister(stream)
             return
-        self._stdin_buffer += data
-        *lines, self._stdin_buffer = self._stdin_buffer.split(b"\n")
+        lines, self._stdin_buffer = _split_lines(self._stdin_buffer, data)
         for line in lines:
-            if line.strip():
-                self.handle(json.loads(line))
+            self.handle(json.loads(line))
 
     def handle(self, command: dict[str, Any]) -> None:
         op = command["op"]
@@ -226,7 +224,7 @@ class Pool:
         if not data:
             self.on_death(worker)
             return
-        *lines, worker.buffer = (worker.buffer + data).split(b"\n")
+        lines, worker.buffer = _split_lines(worker.buffer, data)
         for line in lines:
             self.on_worker_event(worker, json.loads(line))
 
@@ -387,6 +385,12 @@ class Pool:
                 traceback.print_exc(file=sys.stderr)
         for worker in list(self.workers.values()):
             self.kill(worker, "pool exit")
+
+
+def _split_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
+    """Complete, non-blank lines of a stream read in pieces, and the unfinished rest."""
+    *lines, rest = (pending + data).split(b"\n")
+    return [line for line in lines if line.strip()], rest
 
 
 def _kill_group(pid: int) -> None:
