@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -81,6 +82,12 @@ def test_spec_from_a_newer_format_is_refused(spec: JobSpec) -> None:
         JobSpec.from_json(newer, where="where/spec.json")
 
 
+def test_spec_from_an_older_format_is_refused(spec: JobSpec) -> None:
+    older = replace(spec, format=FORMAT - 1).to_json()
+    with pytest.raises(RecordError, match=r"where/spec\.json.*format 1.*older altus"):
+        JobSpec.from_json(older, where="where/spec.json")
+
+
 @pytest.mark.parametrize(
     "data", [b"", b'{"id": "x"', b"[]", b'{"id": "x"}', b"\xff\xfe not json"], ids=repr
 )
@@ -130,8 +137,30 @@ def test_a_batch_is_committed_once(root: Store, spec: JobSpec) -> None:
     name = BatchName(0, 1, 0, "b0")
     assert commit_tasks(record, name, [3, 4]) is True
     assert commit_tasks(record, name, [3, 4, 5]) is False
-    assert record.read_status(str(name))["tasks"] == [3, 4]
+    assert list(record.read_status(str(name))["tasks"]) == [3, 4]
     assert record.recorded_tasks(0) == {3, 4}
+
+
+@pytest.mark.parametrize("tasks", [[], [5], [3, 4, 5], [9, 2, 3, 4, 8, 1], [0, 2, 4]], ids=str)
+def test_status_round_trips_in_task_order(root: Store, spec: JobSpec, tasks: list[int]) -> None:
+    record = make(root, spec)
+    commit = Commit(
+        tasks=tasks,
+        start_us=[1_700_000_000_000_000 + t for t in tasks],
+        duration_us=[t * 10 for t in tasks],
+        peak_memory=[t << 33 for t in tasks],
+        failures={"2": {"exit_reason": "raised"}} if 2 in tasks else {},
+        output={str(t): [t, 0] for t in tasks[:1]},
+    )
+    record.commit(BatchName(0, 0, 0, "b0"), commit, b"")
+    status = record.read_status("r0-c000000-a0-b0")
+    assert list(status["tasks"]) == tasks
+    assert list(status["start_us"]) == commit.start_us
+    assert list(status["duration_us"]) == commit.duration_us
+    assert list(status["peak_memory"]) == commit.peak_memory
+    assert status["failures"] == commit.failures
+    assert status["output"] == commit.output
+    assert status["pid"] == os.getpid()
 
 
 def test_recorded_tasks_are_per_round(root: Store, spec: JobSpec) -> None:

@@ -2,7 +2,7 @@
 
 The record is the only thing a client and its workers share, so it is a
 fixed, documented layout in which every object is written atomically and
-never changed afterwards (format 1)::
+never changed afterwards (format 2)::
 
     <store>/<job id>/
       spec.json                       JobSpec: function, backend, resources, counts, chunk bounds
@@ -24,15 +24,20 @@ writes loses only work that is run again. Batching (a worker commits at most
 every ``FLUSH_SECONDS``) is what makes 10,000 tiny tasks cost a few dozen
 writes instead of 20,000.
 
-Status files are columnar JSON: ``tasks``, ``start_us``, ``duration_us`` and
-``peak_memory`` hold one integer per task, in the order of the results list;
-``failures`` maps a failed task to its error fields and ``output`` maps a
-task that printed to its stdout and stderr byte counts. A task belongs to the
-newest round that lists it; entries of older rounds are history.
+Status files are compact, columnar JSON, in the order of the results list:
+``tasks`` is a list of ``[first, stop)`` runs of consecutive task indices
+(usually one); ``start_us`` (wall clock, microseconds since the epoch),
+``duration_us`` and ``peak_memory`` (bytes) hold one integer per task, each
+column packed as base64 of little-endian int64 — parsing 10,000 integers as
+JSON text costs the client more than running 10,000 tiny tasks. ``failures``
+maps a failed task to its error fields and ``output`` maps a task that
+printed to its stdout and stderr byte counts. A task belongs to the newest
+round that lists it; entries of older rounds are history.
 """
 
 from __future__ import annotations
 
+import base64
 import getpass
 import json
 import os
@@ -41,8 +46,9 @@ import secrets
 import socket
 import sys
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from altus.errors import JobNotFound, RecordError
@@ -55,10 +61,11 @@ __all__ = [
     "JobRecord",
     "JobSpec",
     "new_job_id",
+    "parse_status",
 ]
 
-FORMAT = 1
-"""The layout version written into every spec; readers refuse newer ones."""
+FORMAT = 2
+"""The layout version written into every spec; readers refuse any other."""
 
 _BATCH = re.compile(r"^r(\d+)-c(\d+)-a(\d+)-(b\d+|died\d*)$")
 
@@ -100,7 +107,8 @@ class JobSpec:
         return len(self.bounds) - 1
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), indent=1).encode()
+        fields = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return json.dumps(fields, indent=1).encode()
 
     @classmethod
     def from_json(cls, data: bytes, where: str) -> JobSpec:
@@ -108,9 +116,12 @@ class JobSpec:
             fields = json.loads(data)
             if not isinstance(fields, dict):
                 raise TypeError(f"expected an object, found {type(fields).__name__}")
-            if fields.get("format", 0) > FORMAT:
+            written = fields.get("format", 0)
+            if written != FORMAT:
+                who = "a newer altus; upgrade" if written > FORMAT else "an older altus"
                 raise RecordError(
-                    f"{where} was written by a newer altus (format {fields['format']}); upgrade"
+                    f"{where} is in record format {written}, written by {who} "
+                    f"(this one reads format {FORMAT})"
                 )
             fields["bounds"] = tuple(fields["bounds"])
             return cls(**fields)
@@ -167,6 +178,65 @@ class Commit:
 
     def __len__(self) -> int:
         return len(self.tasks)
+
+    def to_json(self, **extra: Any) -> bytes:
+        return json.dumps(
+            {
+                **extra,
+                "tasks": _runs(self.tasks),
+                "start_us": _pack(self.start_us),
+                "duration_us": _pack(self.duration_us),
+                "peak_memory": _pack(self.peak_memory),
+                "failures": self.failures,
+                "output": self.output,
+            }
+        ).encode()
+
+
+def parse_status(data: bytes) -> dict[str, Any]:
+    """A status file as a dict; ``tasks`` is a ``range`` (one run) or a list, the
+    integer columns are arrays."""
+    status: dict[str, Any] = json.loads(data)
+    runs = status["tasks"]
+    if len(runs) == 1:
+        status["tasks"] = range(*runs[0])
+    else:
+        status["tasks"] = [task for first, stop in runs for task in range(first, stop)]
+    for column in ("start_us", "duration_us", "peak_memory"):
+        status[column] = _unpack(status[column])
+    if not len(status["tasks"]) == len(status["start_us"]) == len(status["peak_memory"]):
+        raise ValueError("its columns differ in length")
+    return status
+
+
+def _runs(tasks: Sequence[int]) -> list[list[int]]:
+    """``[first, stop)`` runs of consecutive integers, in order."""
+    if not tasks:
+        return []
+    first = tasks[0]
+    if tasks[-1] - first == len(tasks) - 1 and list(tasks) == list(range(first, tasks[-1] + 1)):
+        return [[first, tasks[-1] + 1]]
+    runs = [[first, first + 1]]
+    for task in tasks[1:]:
+        if task == runs[-1][1]:
+            runs[-1][1] += 1
+        else:
+            runs.append([task, task + 1])
+    return runs
+
+
+def _pack(values: Sequence[int]) -> str:
+    packed = array("q", values)
+    if sys.byteorder == "big":
+        packed.byteswap()
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def _unpack(text: str) -> array[int]:
+    values = array("q", base64.b64decode(text, validate=True))
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
 
 
 class JobRecord:
@@ -277,8 +347,8 @@ class JobRecord:
     def commit(self, name: BatchName, commit: Commit, results: bytes) -> bool:
         """Record a batch: results first, then the status file that makes it count."""
         self.store.write(f"results/{name}.pkl", results)
-        status = {"host": socket.gethostname(), "pid": os.getpid(), **vars(commit)}
-        return self.store.create(f"status/{name}.json", json.dumps(status).encode())
+        status = commit.to_json(host=socket.gethostname(), pid=os.getpid())
+        return self.store.create(f"status/{name}.json", status)
 
     def status_names(self) -> Iterator[str]:
         for name in self.store.children("status"):
@@ -296,8 +366,8 @@ class JobRecord:
 
     def read_status(self, stem: str) -> dict[str, Any]:
         try:
-            return json.loads(self._read(f"status/{stem}.json"))  # type: ignore[no-any-return]
-        except ValueError as exc:
+            return parse_status(self._read(f"status/{stem}.json"))
+        except (ValueError, TypeError, KeyError) as exc:
             raise RecordError(f"{self.url}/status/{stem}.json is damaged: {exc}") from exc
 
     def read_results(self, stem: str) -> bytes:

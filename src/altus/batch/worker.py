@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Protocol
@@ -69,10 +69,11 @@ class _Silent:
 class _WatchedStream(io.TextIOWrapper):
     """``sys.stdout``/``sys.stderr`` of a worker: unbuffered, and it notes that it was used."""
 
-    used = False
+    printed: list[bool]
+    """Shared by both streams, so the task loop checks one flag."""
 
     def write(self, text: str) -> int:
-        self.used = True
+        self.printed[0] = True
         return super().write(text)
 
 
@@ -92,16 +93,9 @@ class OutputCapture:
         self.files = [tempfile.TemporaryFile(prefix="altus-out-") for _ in range(2)]  # noqa: SIM115
         for target, file in zip((1, 2), self.files, strict=True):
             os.dup2(file.fileno(), target)
-        self.streams = [_watched(1), _watched(2)]
-        sys.stdout, sys.stderr = self.streams
-
-    def used(self) -> bool:
-        """Whether Python code printed since the last call."""
-        out, err = self.streams
-        if out.used or err.used:
-            out.used = err.used = False
-            return True
-        return False
+        self.printed = [False]
+        """True once Python code printed; the task loop reads and resets it."""
+        sys.stdout, sys.stderr = _watched(1, self.printed), _watched(2, self.printed)
 
     def mark(self) -> tuple[int, int]:
         return os.lseek(1, 0, os.SEEK_CUR), os.lseek(2, 0, os.SEEK_CUR)
@@ -120,22 +114,24 @@ class OutputCapture:
         os.write(self.console, line.encode() + b"\n")
 
 
-def _watched(fd: int) -> _WatchedStream:
+def _watched(fd: int, printed: list[bool]) -> _WatchedStream:
     raw = io.FileIO(fd, "w", closefd=False)
-    return _WatchedStream(raw, encoding="utf-8", errors="backslashreplace", write_through=True)
+    stream = _WatchedStream(raw, encoding="utf-8", errors="backslashreplace", write_through=True)
+    stream.printed = printed
+    return stream
 
 
 _SHORT = 0.001
-"""Tasks shorter than this (seconds) share the costlier per-task measurements."""
+"""Tasks shorter than this (seconds) skip the costlier per-task measurements."""
 
 
 class PeakMemory:
-    """Peak resident memory of a task, from the process's high-water mark (Linux).
+    """The process's resident-memory high-water mark, which ``reset`` lowers again (Linux).
 
     Reading and resetting the mark costs a few microseconds, as much as a tiny
-    task itself, so it is done only after tasks that ran for a millisecond or
-    more: a short task reports the mark since the last reset, an upper bound
-    that includes the tasks just before it.
+    task itself, so it is done after each task that ran for a millisecond or
+    more, and once per batch for the short ones: they share the mark of the
+    batch, an upper bound.
     """
 
     def __init__(self) -> None:
@@ -143,19 +139,10 @@ class PeakMemory:
             self._clear = os.open("/proc/self/clear_refs", os.O_WRONLY)
         except OSError:
             self._clear = -1
-        self._last = self._read_and_reset()
-        self._short_run = 0
+        self.reset()
 
-    def after(self, duration: float) -> int:
-        """The peak for a task that just ran ``duration`` seconds."""
-        if duration < _SHORT and self._short_run < 1000:
-            self._short_run += 1
-            return self._last
-        self._short_run = 0
-        self._last = self._read_and_reset()
-        return self._last
-
-    def _read_and_reset(self) -> int:
+    def reset(self) -> int:
+        """The peak since the last reset, in bytes; starts a new measurement."""
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         if self._clear >= 0:
             try:
@@ -175,10 +162,17 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 
 @dataclass
 class _Batch:
-    commit: Commit = field(default_factory=Commit)
+    """The tasks run since the last commit: ``tasks[first:first + len(values)]``."""
+
+    first: int
+    starts: list[float] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)
     values: list[Any] = field(default_factory=list)
+    peaks: dict[int, int] = field(default_factory=dict)
+    """position → peak memory, for the tasks measured one by one."""
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output: dict[str, list[int]] = field(default_factory=dict)
     logs: list[tuple[int, int, int, int, int]] = field(default_factory=list)
-    last: int = -1
 
 
 class TaskRunner:
@@ -192,7 +186,9 @@ class TaskRunner:
         self._call: Callable[[Any], Any] | None = None
         self.calling = record.spec.calling
         self.timeout = record.spec.timeout
-        self._current: tuple[int, list[Any]] = (0, [])
+        self._inputs: tuple[int, Sequence[Any]] = (0, [])
+        self._unreadable = False
+        """Whether an input chunk could not be read (its tasks then fail one by one)."""
         self._epoch = time.time() - time.perf_counter()
         self._last_chunk_seconds = math.inf  # unknown: the first chunk is claimed
 
@@ -205,37 +201,49 @@ class TaskRunner:
         claimed = attempt > 0 or self._last_chunk_seconds >= CLAIM_SECONDS
         if claimed:
             self.record.claim(round_, chunk, attempt)
-        self._current = (0, [])
         self._marks = self.capture.mark()
-        done = 0
-        seq = 0
-        batch = _Batch()
-        started = last_flush = time.perf_counter()
+        pending = zip(tasks, self._items(tasks), strict=True)
         every = 0.0 if attempt else FLUSH_SECONDS  # after a crash, commit task by task
-        for task in tasks:
-            self._run_one(task, batch)
-            now = time.perf_counter()
-            if now - last_flush >= every or len(batch.values) >= FLUSH_TASKS:
-                if not claimed:
-                    self.record.claim(round_, chunk, attempt)
-                    claimed = True
-                done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), batch)
-                seq, batch, last_flush = seq + 1, _Batch(), now
-                if self.record.is_cancelled(round_):
-                    return done
-        if batch.commit.tasks:
-            done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), batch)
+        done = seq = 0
+        started = time.perf_counter()
+        while done < len(tasks):
+            batch = _Batch(first=done)
+            self._run_batch(pending, batch, time.perf_counter() + every)
+            if not claimed and done + len(batch.values) < len(tasks):
+                self.record.claim(round_, chunk, attempt)  # it outlasts a flush: show it running
+                claimed = True
+            done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), tasks, batch)
+            seq += 1
+            if done < len(tasks) and self.record.is_cancelled(round_):
+                break
         self._last_chunk_seconds = time.perf_counter() - started
         return done
 
-    def _item(self, task: int) -> Any:
-        first, items = self._current
-        if not first <= task < first + len(items):
+    def _items(self, tasks: Sequence[int]) -> Sequence[Any]:
+        """The inputs of ``tasks``, in order, reading each input chunk once."""
+        bounds = self.record.spec.bounds
+        if isinstance(tasks, range) and tasks:
+            chunk = self.record.input_chunk_of(tasks[0])
+            if tasks[-1] < bounds[chunk + 1]:  # the usual case: one input chunk
+                items = self._input_chunk(chunk)
+                return items[tasks[0] - bounds[chunk] : tasks[-1] + 1 - bounds[chunk]]
+        found = []
+        for task in tasks:
             chunk = self.record.input_chunk_of(task)
-            first = self.record.spec.bounds[chunk]
-            items = cloudpickle.loads(self.record.input_blob(chunk))
-            self._current = (first, items)
-        return items[task - first]
+            found.append(self._input_chunk(chunk)[task - bounds[chunk]])
+        return found
+
+    def _input_chunk(self, chunk: int) -> Sequence[Any]:
+        """One chunk's inputs; if they cannot be read, each of its tasks fails with why."""
+        if self._inputs[0] != chunk or not self._inputs[1]:
+            bounds = self.record.spec.bounds
+            try:
+                items = cloudpickle.loads(self.record.input_blob(chunk))
+            except Exception as exc:
+                items = [_Unreadable(exc)] * (bounds[chunk + 1] - bounds[chunk])
+                self._unreadable = True
+            self._inputs = (chunk, items)
+        return self._inputs[1]
 
     @property
     def call(self) -> Callable[[Any], Any]:
@@ -244,55 +252,81 @@ class TaskRunner:
         if self._call is None:
             function = cloudpickle.loads(self.record.function_blob())
             if self.calling == "item":
-                self._call = function
+                call = function
             elif self.calling == "star":
-                self._call = lambda item: function(*item)
+                call = lambda item: function(*item)  # noqa: E731
             else:
-                self._call = lambda item: function(*item[0], **item[1])
+                call = lambda item: function(*item[0], **item[1])  # noqa: E731
+            self._call = _with_alarm(call, self.timeout) if self.timeout else call
         return self._call
 
-    def _run_one(self, task: int, batch: _Batch) -> None:
-        out0, err0 = self._marks
-        start = time.perf_counter()
-        self.monitor.task_started(task, self._epoch + start)
-        failure: dict[str, Any] | None = None
+    def _checked_call(self) -> Callable[[Any], Any]:
+        """``call``, or, when the function or some inputs cannot be read, a slower one
+        that raises why inside each task concerned, so the task records it."""
         try:
-            if self.timeout:
-                signal.setitimer(signal.ITIMER_REAL, self.timeout)
-            try:
-                value = self.call(self._item(task))
-            finally:
-                if self.timeout:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-        except _Alarm:
-            value = TaskTimeout(
-                f"task {task} ran past the timeout of {self.timeout:g} s", task=task
-            )
-            failure = _failure(value, "timeout", "")
-        except (Exception, SystemExit) as exc:  # the task's own error: recorded, not raised
-            value = exc
-            failure = _failure(exc, "raised", _remote_traceback(exc))
-        duration = time.perf_counter() - start
-        if duration >= _SHORT or self.capture.used():
-            out1, err1 = self._marks = self.capture.mark()
-        else:
-            out1, err1 = out0, err0
-        commit = batch.commit
-        if failure is not None:
-            commit.failures[str(task)] = failure
-            value = _exception_blob(value)
-        commit.tasks.append(task)
-        commit.start_us.append(int((self._epoch + start) * 1e6))
-        commit.duration_us.append(int(duration * 1e6))
-        commit.peak_memory.append(self.memory.after(duration))
-        if out1 > out0 or err1 > err0:
-            commit.output[str(task)] = [out1 - out0, err1 - err0]
-            batch.logs.append((task, out0, out1, err0, err1))
-        batch.values.append(value)
-        batch.last = task
+            call = self.call
+        except Exception:
+            return lambda item: self.call(item)
+        if not self._unreadable:
+            return call
 
-    def _flush(self, name: BatchName, batch: _Batch) -> int:
-        self._log_stray_output(batch)
+        def checked(item: Any) -> Any:
+            if isinstance(item, _Unreadable):
+                raise item.error()
+            return call(item)
+
+        return checked
+
+    def _run_batch(self, pending: Iterator[tuple[int, Any]], batch: _Batch, until: float) -> None:
+        """Run tasks from ``pending`` into ``batch`` until the clock passes ``until``.
+
+        This loop is the whole per-task cost of a tiny task, so it does only
+        what every task needs; the rest happens per batch or in ``_measure``.
+        """
+        perf, epoch, started = time.perf_counter, self._epoch, self.monitor.task_started
+        call, printed = self._checked_call(), self.capture.printed
+        starts, durations, values = batch.starts, batch.durations, batch.values
+        for task, item in pending:
+            start = perf()
+            started(task, epoch + start)
+            try:
+                value = call(item)
+            except (Exception, SystemExit, _Alarm) as exc:  # the task's own: recorded, not raised
+                value = self._failed(task, exc, batch)
+            end = perf()
+            starts.append(start)
+            durations.append(end - start)
+            values.append(value)
+            if end - start >= _SHORT or printed[0]:
+                self._measure(task, batch)
+            if end >= until:
+                return
+
+    def _failed(self, task: int, exc: BaseException, batch: _Batch) -> Any:
+        """Record a task's error; returns what goes into the results list for it."""
+        if isinstance(exc, _Alarm):
+            exc = TaskTimeout(f"task {task} ran past the timeout of {self.timeout:g} s", task=task)
+            batch.failures[str(task)] = _failure(exc, "timeout", "")
+        else:
+            batch.failures[str(task)] = _failure(exc, "raised", _remote_traceback(exc))
+        return _exception_blob(exc)
+
+    def _measure(self, task: int, batch: _Batch) -> None:
+        """Slice the output of a task that printed or ran long, and take its peak memory."""
+        self.capture.printed[0] = False
+        (out0, err0), (out1, err1) = self._marks, self.capture.mark()
+        if (out1, err1) != (out0, err0):
+            batch.output[str(task)] = [out1 - out0, err1 - err0]
+            batch.logs.append((task, out0, out1, err0, err1))
+            self._marks = (out1, err1)
+        batch.peaks[len(batch.values) - 1] = self.memory.reset()
+
+    def _flush(self, name: BatchName, tasks: Sequence[int], batch: _Batch) -> int:
+        n = len(batch.values)
+        if not n:
+            return 0
+        batch_tasks = tasks[batch.first : batch.first + n]
+        self._log_stray_output(batch_tasks[-1], batch)
         for task, out0, out1, err0, err1 in batch.logs:
             if out1 > out0:
                 self.record.write_log(task, "out", self.capture.read(0, out0, out1))
@@ -301,21 +335,59 @@ class TaskRunner:
         if batch.logs:
             self.capture.reset()
             self._marks = (0, 0)
-        results = _dumps_values(batch.values, batch.commit)
-        self.record.commit(name, batch.commit, results)
-        self.monitor.committed(str(name), len(batch.commit))
-        return len(batch.commit)
+        epoch, shared_peak = self._epoch, self.memory.reset()
+        commit = Commit(
+            tasks=list(batch_tasks),
+            start_us=[int((epoch + start) * 1e6) for start in batch.starts],
+            duration_us=[int(duration * 1e6) for duration in batch.durations],
+            peak_memory=[batch.peaks.get(i, shared_peak) for i in range(n)]
+            if batch.peaks
+            else [shared_peak] * n,
+            failures=batch.failures,
+            output=batch.output,
+        )
+        results = _dumps_values(batch.values, commit)
+        self.record.commit(name, commit, results)
+        self.monitor.committed(str(name), n)
+        return n
 
-    def _log_stray_output(self, batch: _Batch) -> None:
+    def _log_stray_output(self, last: int, batch: _Batch) -> None:
         """Short tasks wrote below Python since the last slice: log it with the batch's last task."""
         (out0, err0), (out1, err1) = self._marks, self.capture.mark()
         if (out1, err1) == (out0, err0):
             return
-        if batch.logs and batch.logs[-1][0] == batch.last:  # extend its own slice
+        if batch.logs and batch.logs[-1][0] == last:  # extend its own slice
             _task, out0, _, err0, _ = batch.logs.pop()
-        batch.logs.append((batch.last, out0, out1, err0, err1))
-        batch.commit.output[str(batch.last)] = [out1 - out0, err1 - err0]
+        batch.logs.append((last, out0, out1, err0, err1))
+        batch.output[str(last)] = [out1 - out0, err1 - err0]
         self._marks = (out1, err1)
+
+
+class _Unreadable:
+    """Stands in for the inputs of a chunk whose file could not be read."""
+
+    def __init__(self, error: Exception) -> None:
+        self._error = error
+
+    def error(self) -> Exception:
+        """A fresh copy of the error, so each task raises its own."""
+        try:
+            return type(self._error)(*self._error.args)
+        except Exception:
+            return self._error
+
+
+def _with_alarm(call: Callable[[Any], Any], timeout: float) -> Callable[[Any], Any]:
+    """``call`` with a SIGALRM after ``timeout`` seconds, which raises ``_Alarm`` in the task."""
+
+    def alarmed(item: Any) -> Any:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return call(item)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+    return alarmed
 
 
 def _failure(exc: BaseException, reason: str, remote_tb: str) -> dict[str, Any]:

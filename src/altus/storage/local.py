@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,14 +22,18 @@ class LocalStore(Store):
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root).expanduser().absolute()
-        self.url = self.root.as_uri()
+        path = Path(root).expanduser().absolute()
+        self.url = path.as_uri()
+        self.root = str(path)
+        self._prefix = self.root.rstrip(os.sep) + os.sep
 
-    def path(self, key: str) -> Path:
-        return self.root / key
+    def path(self, key: str) -> str:
+        """The file for ``key`` (plain string joins: this runs for every file written)."""
+        return self._prefix + key
 
     def read(self, key: str) -> bytes:
-        return self.path(key).read_bytes()
+        with open(self._prefix + key, "rb") as file:
+            return file.read()
 
     def write(self, key: str, data: bytes) -> None:
         tmp = self._write_temp(key, data)
@@ -46,7 +50,7 @@ class LocalStore(Store):
         return True
 
     def exists(self, key: str) -> bool:
-        return self.path(key).exists()
+        return os.path.exists(self._prefix + key)
 
     def list(self, prefix: str) -> Iterator[str]:
         base = self.path(prefix)
@@ -66,18 +70,19 @@ class LocalStore(Store):
                 yield entry.name + "/" if entry.is_dir() else entry.name
 
     def delete(self, key: str) -> None:
-        self.path(key).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._prefix + key)
 
     def delete_tree(self, prefix: str) -> None:
         shutil.rmtree(self.path(prefix), ignore_errors=True)
 
-    def _write_temp(self, key: str, data: bytes) -> Path:
-        target = self.path(key)
-        tmp = target.parent / f".tmp-{uuid.uuid4().hex}"
+    def _write_temp(self, key: str, data: bytes) -> str:
+        folder = os.path.dirname(self._prefix + key)
+        tmp = f"{folder}/.tmp-{os.urandom(8).hex()}"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileNotFoundError:
-            target.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             view = memoryview(data)
