@@ -51,11 +51,8 @@ def make(root: Store, spec: JobSpec) -> JobRecord:
 
 
 def commit_tasks(record: JobRecord, name: BatchName, tasks: list[int]) -> bool:
-    commit = Commit(tasks=tasks)
-    for _ in tasks:
-        commit.start_us.append(0)
-        commit.duration_us.append(0)
-        commit.peak_memory.append(0)
+    n = len(tasks)
+    commit = Commit(tasks=tasks, start=[0.0] * n, duration=[0.0] * n, peak_memory=[0] * n)
     return record.commit(name, commit, b"results of " + str(name).encode())
 
 
@@ -146,8 +143,9 @@ def test_status_round_trips_in_task_order(root: Store, spec: JobSpec, tasks: lis
     record = make(root, spec)
     commit = Commit(
         tasks=tasks,
-        start_us=[1_700_000_000_000_000 + t for t in tasks],
-        duration_us=[t * 10 for t in tasks],
+        clock=1_700_000_000.25,
+        start=[1234.5 + t for t in tasks],
+        duration=[t / 10 for t in tasks],
         peak_memory=[t << 33 for t in tasks],
         failures={"2": {"exit_reason": "raised"}} if 2 in tasks else {},
         output={str(t): [t, 0] for t in tasks[:1]},
@@ -155,8 +153,9 @@ def test_status_round_trips_in_task_order(root: Store, spec: JobSpec, tasks: lis
     record.commit(BatchName(0, 0, 0, "b0"), commit, b"")
     status = record.read_status("r0-c000000-a0-b0")
     assert list(status["tasks"]) == tasks
-    assert list(status["start_us"]) == commit.start_us
-    assert list(status["duration_us"]) == commit.duration_us
+    assert status["clock"] == commit.clock
+    assert list(status["start"]) == commit.start
+    assert list(status["duration"]) == commit.duration
     assert list(status["peak_memory"]) == commit.peak_memory
     assert status["failures"] == commit.failures
     assert status["output"] == commit.output

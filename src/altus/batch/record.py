@@ -26,10 +26,11 @@ writes instead of 20,000.
 
 Status files are compact, columnar JSON, in the order of the results list:
 ``tasks`` is a list of ``[first, stop)`` runs of consecutive task indices
-(usually one); ``start_us`` (wall clock, microseconds since the epoch),
-``duration_us`` and ``peak_memory`` (bytes) hold one integer per task, each
-column packed as base64 of little-endian int64 — parsing 10,000 integers as
-JSON text costs the client more than running 10,000 tiny tasks. ``failures``
+(usually one); ``start`` and ``duration`` (seconds, float64; a task started at
+``clock + start`` on the wall clock) and ``peak_memory`` (bytes, int64) hold
+one number per task, each column packed as base64 of its little-endian
+bytes — parsing 10,000 numbers as JSON text costs the client more than
+running 10,000 tiny tasks. ``failures``
 maps a failed task to its error fields and ``output`` maps a task that
 printed to its stdout and stderr byte counts. A task belongs to the newest
 round that lists it; entries of older rounds are history.
@@ -166,11 +167,12 @@ class BatchName:
 class Commit:
     """The tasks of one batch, column by column, as a worker builds it."""
 
-    tasks: list[int] = field(default_factory=list)
-    start_us: list[int] = field(default_factory=list)
-    """Wall-clock start, microseconds since the epoch (integers parse twice as fast)."""
-    duration_us: list[int] = field(default_factory=list)
-    peak_memory: list[int] = field(default_factory=list)
+    tasks: Sequence[int] = field(default_factory=list)
+    clock: float = 0.0
+    """Wall-clock time (seconds since the epoch) at ``start == 0``."""
+    start: Sequence[float] = field(default_factory=list)
+    duration: Sequence[float] = field(default_factory=list)
+    peak_memory: Sequence[int] = field(default_factory=list)
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)
     """task → exit_reason, error_type, message, traceback."""
     output: dict[str, list[int]] = field(default_factory=dict)
@@ -184,9 +186,10 @@ class Commit:
             {
                 **extra,
                 "tasks": _runs(self.tasks),
-                "start_us": _pack(self.start_us),
-                "duration_us": _pack(self.duration_us),
-                "peak_memory": _pack(self.peak_memory),
+                "clock": self.clock,
+                "start": _pack("d", self.start),
+                "duration": _pack("d", self.duration),
+                "peak_memory": _pack("q", self.peak_memory),
                 "failures": self.failures,
                 "output": self.output,
             }
@@ -202,9 +205,9 @@ def parse_status(data: bytes) -> dict[str, Any]:
         status["tasks"] = range(*runs[0])
     else:
         status["tasks"] = [task for first, stop in runs for task in range(first, stop)]
-    for column in ("start_us", "duration_us", "peak_memory"):
-        status[column] = _unpack(status[column])
-    if not len(status["tasks"]) == len(status["start_us"]) == len(status["peak_memory"]):
+    for column, kind in (("start", "d"), ("duration", "d"), ("peak_memory", "q")):
+        status[column] = _unpack(kind, status[column])
+    if not len(status["tasks"]) == len(status["start"]) == len(status["peak_memory"]):
         raise ValueError("its columns differ in length")
     return status
 
@@ -225,15 +228,15 @@ def _runs(tasks: Sequence[int]) -> list[list[int]]:
     return runs
 
 
-def _pack(values: Sequence[int]) -> str:
-    packed = array("q", values)
+def _pack(kind: str, values: Sequence[Any]) -> str:
+    packed = array(kind, values)
     if sys.byteorder == "big":
         packed.byteswap()
     return base64.b64encode(packed.tobytes()).decode("ascii")
 
 
-def _unpack(text: str) -> array[int]:
-    values = array("q", base64.b64decode(text, validate=True))
+def _unpack(kind: str, text: str) -> array[Any]:
+    values = array(kind, base64.b64decode(text, validate=True))
     if sys.byteorder == "big":
         values.byteswap()
     return values

@@ -335,11 +335,12 @@ class TaskRunner:
         if batch.logs:
             self.capture.reset()
             self._marks = (0, 0)
-        epoch, shared_peak = self._epoch, self.memory.reset()
+        shared_peak = self.memory.reset()
         commit = Commit(
-            tasks=list(batch_tasks),
-            start_us=[int((epoch + start) * 1e6) for start in batch.starts],
-            duration_us=[int(duration * 1e6) for duration in batch.durations],
+            tasks=batch_tasks,
+            clock=self._epoch,
+            start=batch.starts,
+            duration=batch.durations,
             peak_memory=[batch.peaks.get(i, shared_peak) for i in range(n)]
             if batch.peaks
             else [shared_peak] * n,

@@ -315,18 +315,16 @@ class Pool:
         error: str,
         message: str,
     ) -> None:
-        now = time.time()
-        commit = Commit(tasks=tasks)
-        for task in tasks:
-            commit.start_us.append(int(now * 1e6))
-            commit.duration_us.append(0)
-            commit.peak_memory.append(0)
-            commit.failures[str(task)] = {
-                "exit_reason": reason,
-                "error_type": error,
-                "message": message,
-                "traceback": "",
-            }
+        n = len(tasks)
+        failure = {"exit_reason": reason, "error_type": error, "message": message, "traceback": ""}
+        commit = Commit(
+            tasks,
+            clock=time.time(),
+            start=[0.0] * n,
+            duration=[0.0] * n,
+            peak_memory=[0] * n,
+            failures={str(task): failure for task in tasks},
+        )
         name = BatchName(job.round, chunk[0], chunk[1], f"died{tasks[0]}")
         if job.record.commit(name, commit, pickle.dumps([None] * len(tasks))):
             self.emit(ev="commit", record=job.url, batch=str(name))
