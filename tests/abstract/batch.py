@@ -116,7 +116,7 @@ def recorded_counts(job: altus.Job, round_: int = 0) -> Counter[int]:
     for stem in job.record.status_names():
         name = BatchName.parse(stem)
         if name is not None and name.round == round_:
-            counts.update(job.record.read_status(stem)["tasks"])
+            counts.update(job.record.read_status(stem).tasks)
     return counts
 
 

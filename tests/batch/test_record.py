@@ -134,7 +134,7 @@ def test_a_batch_is_committed_once(root: Store, spec: JobSpec) -> None:
     name = BatchName(0, 1, 0, "b0")
     assert commit_tasks(record, name, [3, 4]) is True
     assert commit_tasks(record, name, [3, 4, 5]) is False
-    assert list(record.read_status(str(name))["tasks"]) == [3, 4]
+    assert list(record.read_status(str(name)).tasks) == [3, 4]
     assert record.recorded_tasks(0) == {3, 4}
 
 
@@ -152,14 +152,14 @@ def test_status_round_trips_in_task_order(root: Store, spec: JobSpec, tasks: lis
     )
     record.commit(BatchName(0, 0, 0, "b0"), commit, b"")
     status = record.read_status("r0-c000000-a0-b0")
-    assert list(status["tasks"]) == tasks
-    assert status["clock"] == commit.clock
-    assert list(status["start"]) == commit.start
-    assert list(status["duration"]) == commit.duration
-    assert list(status["peak_memory"]) == commit.peak_memory
-    assert status["failures"] == commit.failures
-    assert status["output"] == commit.output
-    assert status["pid"] == os.getpid()
+    assert list(status.tasks) == tasks
+    assert status.clock == commit.clock
+    assert list(status.start) == commit.start
+    assert list(status.duration) == commit.duration
+    assert list(status.peak_memory) == commit.peak_memory
+    assert status.failures == commit.failures
+    assert status.output == commit.output
+    assert status.pid == os.getpid()
 
 
 def test_recorded_tasks_are_per_round(root: Store, spec: JobSpec) -> None:

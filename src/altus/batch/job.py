@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from altus.batch.backends import Backend, Launch, Resources, get_backend
-from altus.batch.record import BatchName, JobRecord, JobSpec, job_ids
+from altus.batch.record import BatchName, BatchStatus, JobRecord, JobSpec, job_ids
 from altus.batch.task_table import DONE, FAILED, PENDING, TaskTable
 from altus.config import load_settings
 from altus.errors import (
@@ -103,7 +103,7 @@ class Job:
         self._futures: list[Future[Any]] | None = None
         self._watcher: threading.Thread | None = None
         self._loaded: tuple[str, list[Any]] | None = None
-        self._status_cache: tuple[str, dict[str, Any]] | None = None
+        self._status_cache: tuple[str, BatchStatus] | None = None
         self._next_liveness_check = 0.0
         self._table.load_rounds()
         self._table.refresh()
@@ -264,9 +264,9 @@ class Job:
         value = self._batch_values(stem)[table.position[task]]
         if code == DONE:
             return value
-        raise self._exception(task, self._status_file(stem)["failures"][str(task)], value)
+        raise self._exception(task, self._status_file(stem).failures[str(task)], value)
 
-    def _status_file(self, stem: str) -> dict[str, Any]:
+    def _status_file(self, stem: str) -> BatchStatus:
         cached = self._status_cache
         if cached is None or cached[0] != stem:
             cached = (stem, self._record.read_status(stem))
@@ -321,7 +321,7 @@ class Job:
         for task, code in enumerate(self._table.codes):
             if code == FAILED:
                 stem = self._table.batches[self._table.batch[task]]
-                failure = self._status_file(stem)["failures"][str(task)]
+                failure = self._status_file(stem).failures[str(task)]
                 found.append(TaskErrorInfo(task=task, **failure))
         return found
 
@@ -341,18 +341,18 @@ class Job:
             "state": "done" if self._table.codes[task] == DONE else "failed",
             "round": name.round,
             "attempt": name.attempt,
-            "host": status["host"],
-            "pid": status["pid"],
-            "start": status["clock"] + status["start"][i],
-            "end": status["clock"] + status["start"][i] + status["duration"][i],
-            "duration": status["duration"][i],
-            "peak_memory": status["peak_memory"][i],
+            "host": status.host,
+            "pid": status.pid,
+            "start": status.clock + status.start[i],
+            "end": status.clock + status.start[i] + status.duration[i],
+            "duration": status.duration[i],
+            "peak_memory": status.peak_memory[i],
             "exit_reason": "returned",
             "error_type": None,
             "message": None,
             "traceback": None,
         }
-        entry.update(status["failures"].get(str(task), {}))
+        entry.update(status.failures.get(str(task), {}))
         return entry
 
     def logs(self, task: int) -> TaskLogs:

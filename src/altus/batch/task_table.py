@@ -64,10 +64,10 @@ class TaskTable:
 
     def _apply(self, stem: str, round_: int) -> Sequence[int]:
         status = self.record.read_status(stem)
-        failures = status["failures"]
+        failures = status.failures
         index = len(self.batches)
         self.batches.append(stem)
-        tasks = status["tasks"]
+        tasks = status.tasks
         if self._is_fresh_range(tasks, round_):
             return self._apply_range(tasks[0], len(tasks), index, failures)
         resolved = []
@@ -82,7 +82,7 @@ class TaskTable:
             resolved.append(task)
         return resolved
 
-    def _is_fresh_range(self, tasks: list[int], round_: int) -> bool:
+    def _is_fresh_range(self, tasks: Sequence[int], round_: int) -> bool:
         """The common case: consecutive tasks, all still pending, no retry round yet."""
         if not tasks or len(self.rounds) > 1 or round_ != 0:
             return False
