@@ -57,12 +57,18 @@ class Monitor(Protocol):
 
     def committed(self, batch: str, n_tasks: int) -> None: ...
 
+    def chunk_ending(self) -> None:
+        """The chunk's last task ran; only its last batch is left to commit."""
+
 
 class _Silent:
     def task_started(self, task: int, wall_time: float) -> None:
         pass
 
     def committed(self, batch: str, n_tasks: int) -> None:
+        pass
+
+    def chunk_ending(self) -> None:
         pass
 
 
@@ -209,7 +215,9 @@ class TaskRunner:
         while done < len(tasks):
             batch = _Batch(first=done)
             self._run_batch(pending, batch, time.perf_counter() + every)
-            if not claimed and done + len(batch.values) < len(tasks):
+            if done + len(batch.values) == len(tasks):
+                self.monitor.chunk_ending()
+            elif not claimed:
                 self.record.claim(round_, chunk, attempt)  # it outlasts a flush: show it running
                 claimed = True
             done += self._flush(BatchName(round_, chunk, attempt, f"b{seq}"), tasks, batch)

@@ -6,6 +6,9 @@ JSON lines: commands on the pool's stdin, events on its stdout. The pool
 forks long-lived workers; each takes one chunk at a time, runs it with
 ``altus.batch.worker.TaskRunner`` and tells the pool when it committed a
 batch, which the pool passes on to the client so futures resolve at once.
+A worker also says when it ran the last task of a chunk, so the pool can
+send the next chunk while the worker still commits: no worker waits on the
+pool between chunks, and none holds more than one chunk in reserve.
 
 Because the pool is not the client, a job goes on when the client dies; when
 the client is gone and no job is left, the pool exits. The pool is also the
@@ -86,7 +89,10 @@ class Worker:
     commands: int
     events: Any
     job: Job | None = None
-    chunk: tuple[int, int] | None = None
+    chunks: deque[tuple[int, int]] = field(default_factory=deque)
+    """(chunk, attempt) sent to it, the one it runs first."""
+    ending: bool = False
+    """It ran the last task of its only chunk and is committing: it may take the next."""
     idle_since: float = field(default_factory=time.monotonic)
     kill_reason: str | None = None
     buffer: bytes = b""
@@ -147,6 +153,9 @@ class Pool:
 
     def dispatch(self) -> None:
         for job in list(self.jobs.values()):
+            for worker in self.workers.values():
+                if job.queue and worker.job is job and worker.ending:
+                    self.assign(worker, job, job.queue.popleft())
             while job.queue:
                 key = self._free_key(job)
                 if key is None:
@@ -179,7 +188,8 @@ class Pool:
             job.queue.appendleft(chunk)
             self.kill(worker, "unreachable")
             return
-        worker.job, worker.chunk = job, chunk
+        worker.job, worker.ending = job, False
+        worker.chunks.append(chunk)
         job.busy[worker.pid] = worker.key
 
     def finish(self, job: Job) -> None:
@@ -234,12 +244,17 @@ class Pool:
             return
         if event["ev"] == "commit":
             self.emit(ev="commit", record=job.url, batch=event["batch"])
+        elif event["ev"] == "ending":
+            worker.ending = len(worker.chunks) == 1
         elif event["ev"] in ("done", "error"):
+            chunk = worker.chunks.popleft()
+            worker.ending = False
             if event["ev"] == "error":
-                self._fail_rest(job, worker.chunk, "worker error", event["message"])
-            job.busy.pop(worker.pid, None)
-            worker.job, worker.chunk = None, None
-            worker.idle_since = time.monotonic()
+                self._fail_rest(job, chunk, "worker error", event["message"])
+            if not worker.chunks:
+                job.busy.pop(worker.pid, None)
+                worker.job = None
+                worker.idle_since = time.monotonic()
 
     def on_death(self, worker: Worker) -> None:
         self.selector.unregister(worker.events)
@@ -249,12 +264,14 @@ class Pool:
         _kill_group(worker.pid)  # what its tasks started must not outlive it
         del self.workers[worker.pid]
         self.free_slots.append(worker.slot)
-        job, chunk = worker.job, worker.chunk
-        if job is None or chunk is None:
+        job = worker.job
+        if job is None or not worker.chunks:
             return
         job.busy.pop(worker.pid, None)
         if job.cancelled:
             return
+        chunk = worker.chunks.popleft()
+        job.queue.extendleft(reversed(worker.chunks))  # sent, never started: as they were
         task, _started = SLOT.unpack_from(self.shared, worker.slot * SLOT.size)
         if task >= 0:
             self._charge(job, chunk, task, worker, status)
@@ -420,6 +437,9 @@ class _SlotMonitor:
 
     def committed(self, batch: str, n_tasks: int) -> None:
         self.send(ev="commit", batch=batch, n=n_tasks)
+
+    def chunk_ending(self) -> None:
+        self.send(ev="ending")
 
     def send(self, **event: Any) -> None:
         os.write(self.events, json.dumps(event).encode() + b"\n")
