@@ -60,6 +60,13 @@ def test_workers_are_long_lived(store_url: str) -> None:
     assert len(pids) <= 2
 
 
+def test_a_long_lived_worker_keeps_no_files_open_between_jobs(store_url: str) -> None:
+    knot = altus.Knot(tasks.pid_and_open_files, store=store_url, workers=1)
+    seen = [knot.map([0]).results()[0] for _ in range(12)]
+    assert len({pid for pid, _ in seen}) == 1
+    assert seen[-1][1] == seen[1][1]
+
+
 @pytest.mark.timeout(60)
 def test_two_cpus_per_task_halves_the_workers(store_url: str) -> None:
     cores = len(os.sched_getaffinity(0))

@@ -184,11 +184,18 @@ class _Batch:
 class TaskRunner:
     """Runs tasks of one record; kept across chunks so the function loads once."""
 
-    def __init__(self, record: JobRecord, capture: OutputCapture, monitor: Monitor) -> None:
+    def __init__(
+        self,
+        record: JobRecord,
+        capture: OutputCapture,
+        monitor: Monitor,
+        memory: PeakMemory | None = None,
+    ) -> None:
         self.record = record
         self.capture = capture
         self.monitor = monitor
-        self.memory = PeakMemory()
+        self.memory = memory or PeakMemory()
+        """One per process: a long-lived worker passes the same one to every runner."""
         self._call: Callable[[Any], Any] | None = None
         self.calling = record.spec.calling
         self.timeout = record.spec.timeout

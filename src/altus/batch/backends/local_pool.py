@@ -453,7 +453,7 @@ def _commands(fd: int) -> Iterator[dict[str, Any]]:
 
 def _worker_main(key: str, slot: int, shared: mmap.mmap, commands: int, events: int) -> None:
     """Loop in a forked worker: take a chunk, run it, say so; exit when the pool goes."""
-    from altus.batch.worker import OutputCapture, TaskRunner, install_alarm
+    from altus.batch.worker import OutputCapture, PeakMemory, TaskRunner, install_alarm
 
     code = 0
     try:
@@ -465,7 +465,7 @@ def _worker_main(key: str, slot: int, shared: mmap.mmap, commands: int, events: 
         os.close(devnull)
         install_alarm()
         monitor = _SlotMonitor(shared, slot, events)
-        capture = OutputCapture()
+        capture, memory = OutputCapture(), PeakMemory()
         runners: dict[str, TaskRunner] = {}
         for command in _commands(commands):
             try:
@@ -473,7 +473,7 @@ def _worker_main(key: str, slot: int, shared: mmap.mmap, commands: int, events: 
                 if runner is None:
                     runners.clear()
                     runner = runners[command["record"]] = TaskRunner(
-                        JobRecord.open(command["record"]), capture, monitor
+                        JobRecord.open(command["record"]), capture, monitor, memory
                     )
                 runner.run_chunk(command["round"], command["chunk"], command["attempt"])
                 monitor.idle()
