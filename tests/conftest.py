@@ -1,15 +1,23 @@
-"""Fixtures every test gets: no test sees the real home, AWS account or altus settings."""
+"""Fixtures every test gets: no test sees the real home, AWS account or altus settings.
+
+Also ``s3_server`` (one SeaweedFS S3 server per session), ``s3_bucket`` (a fresh
+bucket on it) and ``s3_env`` (``AWS_*`` pointing at it), for the tests that ask.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
+
+if TYPE_CHECKING:
+    from altus.storage.server import ServerInfo
 
 XDG_FOLDERS = {
     "XDG_CONFIG_HOME": "config",
@@ -64,3 +72,53 @@ def run_altus() -> RunAltus:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    """One SeaweedFS S3 server for the whole session, stopped at its end.
+
+    It has its own state folder under the session's temporary folder, so it
+    never meets a developer's ``altus data serve`` nor the per-test XDG folders.
+    Skips the tests that use it where SeaweedFS is not installed.
+    """
+    from altus.errors import ServerError
+    from altus.storage import server
+
+    try:
+        server.find_weed()
+    except ServerError as exc:
+        pytest.skip(str(exc))
+    state_dir = tmp_path_factory.mktemp("s3-server")
+    info = server.start(state_dir=state_dir)
+    yield info
+    server.stop(state_dir=state_dir)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: ServerInfo) -> Iterator[str]:
+    """A new bucket on the session's S3 server, removed with its objects afterwards."""
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        region_name=s3_server.region,
+    )
+    name = f"test-{uuid.uuid4().hex[:20]}"
+    client.create_bucket(Bucket=name)
+    yield name
+    # SeaweedFS deletes a bucket with its objects (-s3.allowDeleteBucketNotEmpty),
+    # which also gives back the volume weed set aside for it.
+    client.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def s3_env(s3_server: ServerInfo, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point ``AWS_*`` at the session's S3 server, for this test and what it starts."""
+    environment = s3_server.environment()
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    return environment
