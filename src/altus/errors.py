@@ -12,6 +12,8 @@ the CLI, only ever has to catch ``AltusError``. Storage keeps the built-in
      ├── BackendError             a backend cannot start, watch or cancel workers
      │    └── BackendUnavailable  its extra or its engine is not installed here
      ├── StoreError               a store URL is unusable
+     │    ├── ServerError         the local S3 server cannot be started or stopped
+     │    └── UnsafeKeyError      an object key would land outside the destination folder
      ├── RecordError              a job record is missing, damaged or too new
      │    └── JobNotFound         no record with that id in the store
      ├── SubmitError              the function or an input cannot be sent to a worker
@@ -33,12 +35,14 @@ __all__ = [
     "JobLost",
     "JobNotFound",
     "RecordError",
+    "ServerError",
     "StoreError",
     "SubmitError",
     "TaskCancelled",
     "TaskError",
     "TaskFailed",
     "TaskTimeout",
+    "UnsafeKeyError",
     "WorkerDied",
 ]
 
@@ -61,6 +65,14 @@ class BackendUnavailable(BackendError):
 
 class StoreError(AltusError):
     """A store URL cannot be used (unknown scheme, unreachable, not writable)."""
+
+
+class ServerError(StoreError):
+    """The local S3 server (``altus data serve``) could not be started, found or stopped."""
+
+
+class UnsafeKeyError(StoreError):
+    """An object key that cannot be written below the destination folder as it is."""
 
 
 class RecordError(AltusError):

@@ -34,6 +34,7 @@ class LazyGroup(NamedTuple):
 
 
 COMMAND_GROUPS: Mapping[str, LazyGroup] = {
+    "data": LazyGroup("altus.cli.data:data", "Copy, sync, list and serve data in S3, fast."),
     "jobs": LazyGroup("altus.cli.jobs:jobs", "List, inspect, cancel, retry and remove batch jobs."),
 }
 

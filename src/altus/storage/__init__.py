@@ -1,4 +1,4 @@
-"""Stores: where everything durable lives (``file://`` today, ``s3://`` next)."""
+"""Stores: where everything durable lives (``file://`` paths and ``s3://`` buckets)."""
 
 from __future__ import annotations
 
@@ -22,4 +22,11 @@ def open_store(url: str | os.PathLike[str] | Store) -> Store:
         return LocalStore(unquote(parsed.path) if parsed.scheme else text)
     if len(parsed.scheme) == 1:  # a Windows drive letter, not a scheme
         return LocalStore(text)
-    raise StoreError(f"store {text!r}: the {parsed.scheme}:// scheme is not supported yet")
+    if parsed.scheme == "s3":
+        from altus.storage.s3 import S3Client
+        from altus.storage.s3_store import S3Store
+
+        if not parsed.netloc:
+            raise StoreError(f"store {text!r}: an s3:// URL needs a bucket")
+        return S3Store(parsed.netloc, unquote(parsed.path), S3Client())
+    raise StoreError(f"store {text!r}: the {parsed.scheme}:// scheme is not supported")

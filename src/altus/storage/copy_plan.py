@@ -1,0 +1,180 @@
+"""What a copy will do, worked out before any byte moves (and all ``--dry-run`` shows).
+
+The rules follow the AWS CLI and s5cmd: copying a prefix recursively (or a
+wildcard) puts each object at its key relative to that prefix below the
+destination folder; a single object copied to a folder (an existing one, or a
+destination ending in ``/``) keeps its name. An object already at the
+destination with the same size and time is skipped, so rerunning an
+interrupted copy only copies what is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from altus.errors import StoreError, UnsafeKeyError
+from altus.storage.objects import (
+    Entry,
+    Location,
+    Selection,
+    list_local,
+    list_remote,
+    split_wildcard,
+)
+from altus.storage.s3 import S3Client
+from altus.storage.safety import local_target
+from altus.storage.transfer import CopyItem
+
+__all__ = ["CopyPlan", "plan_copy"]
+
+
+@dataclass
+class CopyPlan:
+    """Items to copy, how many are already there, and keys refused as unsafe."""
+
+    direction: str  # "download" or "upload"
+    bucket: str
+    items: list[CopyItem] = field(default_factory=list)
+    skipped: int = 0
+    refused: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.size for item in self.items)
+
+
+def plan_copy(
+    client: S3Client,
+    source: Location,
+    target: Location,
+    *,
+    recursive: bool = False,
+    selection: Selection | None = None,
+    force: bool = False,
+) -> CopyPlan:
+    selection = selection or Selection()
+    if source.is_remote and not target.is_remote:
+        return _plan_download(client, source, Path(target.path), recursive, selection, force)
+    if target.is_remote and not source.is_remote:
+        return _plan_upload(client, Path(source.path), target, recursive, selection, force)
+    raise StoreError(
+        f"copying {source} to {target}: one side must be s3:// and the other a local path"
+    )
+
+
+def _plan_download(
+    client: S3Client,
+    source: Location,
+    root: Path,
+    recursive: bool,
+    selection: Selection,
+    force: bool,
+) -> CopyPlan:
+    plan = CopyPlan("download", source.bucket)
+    listed, pattern = split_wildcard(source.path)
+    if pattern is None and not recursive:
+        entry = _head(client, source)
+        name = source.path.rsplit("/", 1)[-1]
+        into_folder = root.is_dir() or str(root).endswith(("/", os.sep))
+        _add_download(plan, entry, root / name if into_folder else root, force)
+        return plan
+    base = listed if pattern is not None else _as_folder(listed)
+    base = base[: base.rfind("/") + 1]  # the relative part starts after a "/"
+    selection = Selection(_relative_pattern(listed, base, pattern), *_filters(selection))
+    for entry in list_remote(client, source.bucket, listed if pattern is not None else base):
+        relative = entry.key[len(base) :]
+        if entry.key.endswith("/") or not selection.accepts(relative):
+            continue  # folder markers hold nothing to copy
+        try:
+            path = local_target(root, relative)
+        except UnsafeKeyError as exc:
+            plan.refused.append((f"s3://{source.bucket}/{entry.key}", str(exc)))
+            continue
+        _add_download(plan, entry, path, force)
+    return plan
+
+
+def _add_download(plan: CopyPlan, entry: Entry, path: Path, force: bool) -> None:
+    if not force and _same_file(path, entry.size, entry.modified):
+        plan.skipped += 1
+        return
+    plan.items.append(CopyItem(entry.key, path, entry.size, entry.modified))
+
+
+def _plan_upload(
+    client: S3Client,
+    root: Path,
+    target: Location,
+    recursive: bool,
+    selection: Selection,
+    force: bool,
+) -> CopyPlan:
+    plan = CopyPlan("upload", target.bucket)
+    if root.is_file():
+        key = (
+            target.path + root.name if target.path.endswith("/") or not target.path else target.path
+        )
+        stat = root.stat()
+        plan.items.append(CopyItem(key, root, stat.st_size, stat.st_mtime))
+        return plan
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such file or folder")
+    if not recursive:
+        raise StoreError(f"{root} is a folder: copy it with --recursive")
+    prefix = _as_folder(target.path)
+    existing = {} if force else _remote_index(client, target.bucket, prefix)
+    for entry in list_local(root):
+        if not selection.accepts(entry.key):
+            continue
+        there = existing.get(prefix + entry.key)
+        if there is not None and there.size == entry.size and there.modified >= entry.modified:
+            plan.skipped += 1
+            continue
+        plan.items.append(
+            CopyItem(prefix + entry.key, root / entry.key, entry.size, entry.modified)
+        )
+    return plan
+
+
+def _head(client: S3Client, location: Location) -> Entry:
+    from altus.storage.s3 import translate_error
+
+    try:
+        head = client.boto.head_object(Bucket=location.bucket, Key=location.path)
+    except Exception as exc:
+        raise translate_error(exc, "read", str(location)) from exc
+    return Entry(
+        location.path,
+        int(head["ContentLength"]),
+        head["LastModified"].timestamp(),
+        str(head.get("ETag", "")).strip('"') or None,
+    )
+
+
+def _remote_index(client: S3Client, bucket: str, prefix: str) -> dict[str, Entry]:
+    try:
+        return {entry.key: entry for entry in list_remote(client, bucket, prefix)}
+    except FileNotFoundError:
+        return {}
+
+
+def _same_file(path: Path, size: int, modified: float) -> bool:
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    return stat.st_size == size and int(stat.st_mtime) == int(modified)
+
+
+def _as_folder(prefix: str) -> str:
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def _relative_pattern(listed: str, base: str, pattern: str | None) -> str | None:
+    return None if pattern is None else listed[len(base) :] + pattern
+
+
+def _filters(selection: Selection) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(selection.include), tuple(selection.exclude)

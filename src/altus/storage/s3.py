@@ -1,0 +1,250 @@
+"""S3 and S3-compatible object storage: options, credentials, clients, errors.
+
+Two libraries share the work, each where it is strongest:
+
+* **botocore** resolves credentials (the whole AWS chain: environment,
+  ``~/.aws`` profiles with SSO and assumed roles, instance and container
+  roles) and lists and deletes objects. Its listing returns every key exactly
+  as stored, which matters: a bucket may hold keys such as ``../x`` or keys
+  with control characters, and one such key makes obstore's listing fail as a
+  whole.
+* **obstore** (Rust, releases the GIL) moves the bytes: GETs, ranged GETs,
+  PUTs and multipart uploads, with retries, backoff and jitter on 5xx
+  (including 503 SlowDown), dropped connections and timeouts.
+
+Errors from both are translated here into one line naming the operation, the
+bucket and the key; credentials never appear in them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from altus.errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from obstore.store import S3Store
+
+__all__ = ["S3Client", "S3Options", "translate_error"]
+
+DEFAULT_REGION = "us-east-1"
+CONNECT_TIMEOUT = 10.0
+READ_TIMEOUT = 60.0
+MAX_RETRIES = 10
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """How to reach S3: which credentials, which endpoint, which region.
+
+    Unset fields fall back to the standard AWS settings (``AWS_PROFILE``,
+    ``AWS_ENDPOINT_URL``, ``AWS_REGION`` and the ``~/.aws`` files).
+    """
+
+    profile: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    anon: bool = False
+    """Unsigned requests, for public buckets (``--no-sign-request``)."""
+
+
+@dataclass
+class S3Client:
+    """Clients for one set of options, made once and passed around."""
+
+    options: S3Options = field(default_factory=S3Options)
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    _boto: Any = None
+    _stores: dict[str, S3Store] = field(default_factory=dict)
+    _credentials: Any = None
+    _region: str | None = None
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return (
+            self.options.endpoint_url
+            or self.environ.get("AWS_ENDPOINT_URL_S3")
+            or self.environ.get("AWS_ENDPOINT_URL")
+            or None
+        )
+
+    @property
+    def boto(self) -> Any:
+        """A botocore S3 client (listing, deleting, buckets)."""
+        if self._boto is None:
+            self._boto = self._make_boto_client()
+        return self._boto
+
+    def store(self, bucket: str) -> S3Store:
+        """An obstore store for one bucket (transfers)."""
+        if bucket not in self._stores:
+            self._stores[bucket] = self._make_store(bucket)
+        return self._stores[bucket]
+
+    def region_for(self, bucket: str) -> str:
+        """The configured region, or the bucket's own (asked once), or us-east-1."""
+        self._session()
+        if self._region:
+            return self._region
+        if self.endpoint_url:
+            return DEFAULT_REGION
+        return self._detect_region(bucket)
+
+    # -- making clients -----------------------------------------------------------------
+
+    def _session(self) -> Any:
+        import botocore.exceptions
+        import botocore.session
+
+        try:
+            session = botocore.session.Session(profile=self.options.profile)
+            self._region = self.options.region or session.get_config_variable("region")
+            if not self.options.anon and self._credentials is None:
+                self._credentials = session.get_credentials()
+        except botocore.exceptions.ProfileNotFound:
+            raise ConfigError(f"AWS profile {self.options.profile!r} is not configured") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise ConfigError(f"AWS settings: {exc}") from None
+        return session
+
+    def _make_boto_client(self) -> Any:
+        from botocore import UNSIGNED
+        from botocore.config import Config
+
+        session = self._session()
+        config = Config(
+            signature_version=UNSIGNED if self.options.anon else None,
+            retries={"mode": "standard", "max_attempts": MAX_RETRIES},
+            connect_timeout=CONNECT_TIMEOUT,
+            read_timeout=READ_TIMEOUT,
+            s3={"addressing_style": "path"} if self.endpoint_url else None,
+            max_pool_connections=32,
+        )
+        self._require_credentials()
+        return session.create_client(
+            "s3",
+            region_name=self._region or DEFAULT_REGION,
+            endpoint_url=self.endpoint_url,
+            config=config,
+        )
+
+    def _make_store(self, bucket: str) -> S3Store:
+        from obstore.store import S3Store
+
+        return S3Store(bucket, **self.obstore_settings(bucket))
+
+    def obstore_settings(self, bucket: str) -> dict[str, Any]:
+        """``config``, ``client_options``, ``retry_config`` and ``credential_provider`` for
+        obstore (its stores and its fsspec filesystem take the same four)."""
+        endpoint = self.endpoint_url
+        config: dict[str, Any] = {"region": self.region_for(bucket)}
+        if endpoint:
+            config["endpoint"] = endpoint
+            config["virtual_hosted_style_request"] = False
+        if self.options.anon:
+            config["skip_signature"] = True
+        return {
+            "config": config,
+            "client_options": {
+                "connect_timeout": timedelta(seconds=CONNECT_TIMEOUT),
+                "timeout": timedelta(seconds=READ_TIMEOUT * 5),
+                "allow_http": bool(endpoint and endpoint.startswith("http://")),
+            },
+            "retry_config": {
+                "max_retries": MAX_RETRIES,
+                "retry_timeout": timedelta(minutes=3),
+                "backoff": {
+                    "init_backoff": timedelta(milliseconds=100),
+                    "max_backoff": timedelta(seconds=15),
+                    "base": 2,
+                },
+            },
+            "credential_provider": None if self.options.anon else self._credential_provider(),
+        }
+
+    def _credential_provider(self) -> Callable[[], dict[str, Any]]:
+        self._session()
+        credentials = self._require_credentials()
+
+        def provide() -> dict[str, Any]:
+            frozen = credentials.get_frozen_credentials()
+            return {
+                "access_key_id": frozen.access_key,
+                "secret_access_key": frozen.secret_key,
+                "token": frozen.token,
+                "expires_at": datetime.now(UTC) + timedelta(minutes=10),
+            }
+
+        return provide
+
+    def _require_credentials(self) -> Any:
+        if self.options.anon:
+            return None
+        if self._credentials is None:
+            raise ConfigError(
+                "no AWS credentials found (environment, ~/.aws or an instance role); "
+                "for a public bucket use --anon"
+            )
+        return self._credentials
+
+    def _detect_region(self, bucket: str) -> str:
+        """Ask S3 where the bucket lives (HEAD answers with x-amz-bucket-region, even 403)."""
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(f"https://{bucket}.s3.amazonaws.com/", method="HEAD")
+        try:
+            with urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT) as response:
+                region = response.headers.get("x-amz-bucket-region")
+        except urllib.error.HTTPError as exc:
+            region = exc.headers.get("x-amz-bucket-region")
+        except OSError:
+            region = None
+        self._region = region or DEFAULT_REGION
+        return self._region
+
+
+def translate_error(exc: BaseException, operation: str, where: str) -> BaseException:
+    """One line for an S3 failure: ``FileNotFoundError``/``PermissionError`` where they
+    fit, else ``StoreError``; the original is kept as ``__cause__`` only for ``--debug``."""
+    code, status, detail = _describe(exc)
+    if code in ("NoSuchKey", "NotFound", "404") or status == 404:
+        if code == "NoSuchBucket":
+            return FileNotFoundError(f"{operation} {where}: no such bucket")
+        return FileNotFoundError(f"{operation} {where}: not found")
+    if code == "NoSuchBucket":
+        return FileNotFoundError(f"{operation} {where}: no such bucket")
+    if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch") or (
+        status in (401, 403)
+    ):
+        return PermissionError(f"{operation} {where}: access denied ({code or status})")
+    return StoreError(f"{operation} {where}: {detail}")
+
+
+def _describe(exc: BaseException) -> tuple[str, int | None, str]:
+    """(error code, HTTP status, one-line detail) of a botocore or obstore error."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # botocore ClientError
+        error = response.get("Error", {})
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        code = str(error.get("Code", ""))
+        return code, status, f"{code}: {error.get('Message', '')}".strip(": ")
+    name = type(exc).__name__
+    text = str(exc).split("\n", 1)[0]
+    if name in ("NotFoundError", "FileNotFoundError"):
+        return "NotFound", 404, text
+    if name in ("PermissionDeniedError", "UnauthenticatedError"):
+        return "AccessDenied", 403, text
+    if "NoSuchBucket" in str(exc):
+        return "NoSuchBucket", 404, text
+    if name == "EndpointConnectionError" or "connect" in text.lower():
+        return "", None, f"cannot connect ({_short(text)})"
+    return "", None, _short(text)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
