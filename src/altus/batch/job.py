@@ -212,9 +212,10 @@ class Job:
 
     def _lost(self) -> JobLost:
         missing = self._table.unresolved - self._table.n_cancelled()
+        why = self.backend.why_inactive(self._record) or f"the {self.spec.backend} workers are gone"
         return JobLost(
             f"job {self.id}: {missing} task(s) have no result and nothing is running them "
-            f"(the {self.spec.backend} workers are gone); job.retry(failed_only=False) runs them"
+            f"({why}); job.retry(failed_only=False) runs them"
         )
 
     # -- results ----------------------------------------------------------------------------
@@ -404,18 +405,23 @@ class Job:
             self._watcher.start()
 
     def _watch(self) -> None:
+        """Resolve futures as batches land; if the record becomes unreadable (removed,
+        its store unreachable), the futures still open fail with that error."""
         pause = 0.01
-        while True:
-            with self._lock:
-                self._settle(self.refresh())
-                if self.finished():
-                    self._settle(range(self.spec.n_tasks))
+        try:
+            while True:
+                with self._lock:
+                    self._settle(self.refresh())
+                    if self.finished():
+                        self._settle(range(self.spec.n_tasks))
+                        return
+                if not self._still_running():
+                    self._fail_futures(self._lost())
                     return
-            if not self._still_running():
-                self._fail_futures(self._lost())
-                return
-            pause = min(pause * 1.5, 0.5)
-            self.backend.wait_for_change(self._record, pause)
+                pause = min(pause * 1.5, 0.5)
+                self.backend.wait_for_change(self._record, pause)
+        except Exception as exc:
+            self._fail_futures(exc)
 
     def _fail_futures(self, error: BaseException) -> None:
         assert self._futures is not None

@@ -129,7 +129,7 @@ def _plan_upload(
         if not selection.accepts(entry.key):
             continue
         there = existing.get(prefix + entry.key)
-        if there is not None and there.size == entry.size and there.modified >= entry.modified:
+        if there is not None and there.size == entry.size and there.modified >= int(entry.modified):
             plan.skipped += 1
             continue
         plan.items.append(

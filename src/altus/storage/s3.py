@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 from altus.errors import ConfigError, StoreError
 
@@ -35,6 +36,10 @@ DEFAULT_REGION = "us-east-1"
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 MAX_RETRIES = 10
+"""obstore's retries of one transfer request (throttling, 5xx, dropped connections)."""
+LISTING_ATTEMPTS = 3
+"""botocore's attempts per listing or delete request: enough for throttling, and a dead
+endpoint fails within seconds (botocore waits up to 2, then 4 s) rather than minutes."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,7 @@ class S3Client:
         session = self._session()
         config = Config(
             signature_version=UNSIGNED if self.options.anon else None,
-            retries={"mode": "standard", "max_attempts": MAX_RETRIES},
+            retries={"mode": "standard", "max_attempts": LISTING_ATTEMPTS},
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
             s3={"addressing_style": "path"} if self.endpoint_url else None,
@@ -241,7 +246,10 @@ def _describe(exc: BaseException) -> tuple[str, int | None, str]:
         return "AccessDenied", 403, text
     if "NoSuchBucket" in str(exc):
         return "NoSuchBucket", 404, text
-    if name == "EndpointConnectionError" or "connect" in text.lower():
+    if name == "EndpointConnectionError":
+        endpoint = urlparse(str(getattr(exc, "kwargs", {}).get("endpoint_url", ""))).netloc
+        return "", None, f"cannot connect to {endpoint or 'the endpoint'}"
+    if "connect" in text.lower():
         return "", None, f"cannot connect ({_short(text)})"
     return "", None, _short(text)
 

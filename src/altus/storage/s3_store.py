@@ -110,7 +110,7 @@ class S3Store(Store):
         try:
             yield from self.client.boto.get_paginator("list_objects_v2").paginate(**arguments)
         except Exception as exc:
-            raise self._error(exc, "list", prefix) from exc
+            raise translate_error(exc, "list", f"s3://{self.bucket}/{prefix}") from exc
 
     def _error(self, exc: BaseException, operation: str, key: str) -> BaseException:
         return translate_error(exc, operation, f"{self.url}/{key}")

@@ -92,6 +92,10 @@ class Backend(ABC):
     def is_active(self, record: JobRecord) -> bool:
         """Whether anything may still commit tasks to this record."""
 
+    def why_inactive(self, record: JobRecord) -> str | None:
+        """Why nothing runs the record any more, when the backend knows (for ``JobLost``)."""
+        return None
+
     def wait_for_change(self, record: JobRecord, timeout: float) -> None:
         """Block until the record may have changed; backends that can push events do better."""
         time.sleep(timeout)

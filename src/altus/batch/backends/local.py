@@ -78,6 +78,8 @@ class _Pool:
         self.log_path = log_dir / f"client-{os.getpid()}.log"
         self.changed: dict[str, threading.Event] = {}
         self.active: set[tuple[str, int]] = set()
+        self.abandoned: dict[str, str] = {}
+        """record URL → why the pool gave the job up."""
         self.lock = threading.Lock()
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
@@ -134,6 +136,8 @@ class _Pool:
             self.event_for(event["record"]).set()
             if event["ev"] == "finished":  # forget it, or a long session keeps one per job
                 self.active.discard((event["record"], event["round"]))
+                if event.get("error"):
+                    self.abandoned[event["record"]] = event["error"]
                 with self.lock:
                     self.changed.pop(event["record"], None)
         for event in list(self.changed.values()):  # the pool is gone: wake every waiter
@@ -210,6 +214,7 @@ class LocalBackend(Backend):
             keys=keys[: max(1, launch.n_chunks)],
             retries=record.spec.retries,
             timeout=record.spec.timeout,
+            environment=_worker_environment(),
         )
 
     def cancel(self, record: JobRecord, round_: int) -> None:
@@ -218,12 +223,19 @@ class LocalBackend(Backend):
         # a pool of another process sees the record's cancel marker within a second
 
     def is_active(self, record: JobRecord) -> bool:
+        if _pool is not None and record.url in _pool.abandoned:
+            return False
         state = record.backend_state(self.name)
         if state is None:
             return False
         if state["host"] != socket.gethostname():
             return True  # another machine's pool: it cannot be checked from here
         return _is_pool_process(int(state["pid"]))
+
+    def why_inactive(self, record: JobRecord) -> str | None:
+        if _pool is not None and record.url in _pool.abandoned:
+            return f"the local pool gave it up: {_pool.abandoned[record.url]}"
+        return None
 
     def wait_for_change(self, record: JobRecord, timeout: float) -> None:
         if _pool is None or not _pool.alive():

@@ -60,6 +60,9 @@ class Job:
     """One environment key per worker it may use (GPU ids and thread counts)."""
     retries: int
     timeout: float | None
+    environment: dict[str, str] = field(default_factory=dict)
+    """The client's environment at launch (credentials for the store included): what its
+    tasks see, also when the pool was started before the client set it."""
     queue: deque[tuple[int, int]] = field(default_factory=deque)
     busy: dict[int, str] = field(default_factory=dict)
     """pid → environment key of the workers running its chunks."""
@@ -91,6 +94,8 @@ class Worker:
     job: Job | None = None
     chunks: deque[tuple[int, int]] = field(default_factory=deque)
     """(chunk, attempt) sent to it, the one it runs first."""
+    record: str | None = None
+    """The record of the last chunk sent to it (its environment goes with the first)."""
     ending: bool = False
     """It ran the last task of its only chunk and is committing: it may take the next."""
     idle_since: float = field(default_factory=time.monotonic)
@@ -141,8 +146,12 @@ class Pool:
                 keys=command["keys"],
                 retries=command["retries"],
                 timeout=command["timeout"],
+                environment=command.get("environment", {}),
                 queue=deque((chunk, 0) for chunk in range(command["n_chunks"])),
             )
+            if job.environment:  # the pool reads the record too (cancel markers, failures)
+                os.environ.clear()
+                os.environ.update(job.environment)
             self.jobs[(job.url, job.round)] = job
         elif op == "cancel":
             job_or_none = self.jobs.get((command["record"], command["round"]))
@@ -181,20 +190,39 @@ class Pool:
         return None
 
     def assign(self, worker: Worker, job: Job, chunk: tuple[int, int]) -> None:
-        message = {"record": job.url, "round": job.round, "chunk": chunk[0], "attempt": chunk[1]}
+        message: dict[str, Any] = {
+            "record": job.url,
+            "round": job.round,
+            "chunk": chunk[0],
+            "attempt": chunk[1],
+        }
+        if worker.record != job.url:
+            message["environment"] = job.environment
         try:
             os.write(worker.commands, json.dumps(message).encode() + b"\n")
         except OSError:  # it just died; its death is handled when its pipe closes
             job.queue.appendleft(chunk)
             self.kill(worker, "unreachable")
             return
-        worker.job, worker.ending = job, False
+        worker.job, worker.ending, worker.record = job, False, job.url
         worker.chunks.append(chunk)
         job.busy[worker.pid] = worker.key
 
-    def finish(self, job: Job) -> None:
+    def finish(self, job: Job, error: str | None = None) -> None:
         del self.jobs[(job.url, job.round)]
-        self.emit(ev="finished", record=job.url, round=job.round, cancelled=job.cancelled)
+        self.emit(
+            ev="finished", record=job.url, round=job.round, cancelled=job.cancelled, error=error
+        )
+
+    def abandon(self, job: Job, reason: str) -> None:
+        """Give a job up when its record cannot be read or written from here; the
+        client hears why instead of waiting for tasks nobody runs."""
+        job.cancelled = True
+        job.queue.clear()
+        for pid in list(job.busy):
+            self.kill(self.workers[pid], "abandoned")
+        if (job.url, job.round) in self.jobs:
+            self.finish(job, error=reason)
 
     def cancel(self, job: Job) -> None:
         job.cancelled = True
@@ -250,7 +278,12 @@ class Pool:
             chunk = worker.chunks.popleft()
             worker.ending = False
             if event["ev"] == "error":
-                self._fail_rest(job, chunk, "worker error", event["message"])
+                try:
+                    self._fail_rest(job, chunk, "worker error", event["message"])
+                except Exception as exc:
+                    self.abandon(
+                        job, f"{event['message']} (and the pool could not record it: {exc})"
+                    )
             if not worker.chunks:
                 job.busy.pop(worker.pid, None)
                 worker.job = None
@@ -366,8 +399,9 @@ class Pool:
             try:
                 record = job.record
                 stop = record.is_cancelled(job.round) or not record.store.exists("spec.json")
-            except AltusError:
-                stop = True
+            except (AltusError, OSError) as exc:
+                self.abandon(job, f"its record cannot be read: {exc}")
+                continue
             if stop:
                 self.cancel(job)
 
@@ -469,6 +503,8 @@ def _worker_main(key: str, slot: int, shared: mmap.mmap, commands: int, events: 
         runners: dict[str, TaskRunner] = {}
         for command in _commands(commands):
             try:
+                if "environment" in command:
+                    _apply_environment(command["environment"], key)
                 runner = runners.get(command["record"])
                 if runner is None:
                     runners.clear()
@@ -494,6 +530,14 @@ def _close_fds_but(*keep: int) -> None:
         os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 16)
+
+
+def _apply_environment(environment: dict[str, str], key: str) -> None:
+    """Take on the environment of the client that launched the job, then this worker's key."""
+    if environment:
+        os.environ.clear()
+        os.environ.update(environment)
+    _apply_key(key)
 
 
 def _apply_key(key: str) -> None:

@@ -1,0 +1,335 @@
+"""altus.data and ``altus data`` against a real S3 server (SeaweedFS) and, for keys it
+refuses to store, a moto server; faults injected by a proxy in front of them."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import boto3
+import numpy as np
+import pytest
+
+import altus.data
+from altus.storage.server import ServerInfo
+from data.s3_doubles import HOSTILE_KEYS, FaultProxy, s3_client
+
+RunAltus = Callable[..., subprocess.CompletedProcess[str]]
+MiB = 1 << 20
+
+
+@pytest.fixture
+def s3(s3_server: ServerInfo) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        region_name=s3_server.region,
+    )
+
+
+def make_tree(root: Path, n: int = 12) -> dict[str, bytes]:
+    files = {f"sub-{i:02d}/anat/T1w.nii.gz": os.urandom(1000 + i) for i in range(n)}
+    files["README"] = b"cohort\n"
+    for relative, content in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(content)
+    return files
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(path.relative_to(root)): path.read_bytes()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+# -- the Python API ----------------------------------------------------------------------
+
+
+def test_upload_then_download_a_tree_round_trips(
+    s3_env: dict[str, str], s3_bucket: str, tmp_path: Path
+) -> None:
+    files = make_tree(tmp_path / "up")
+    report = altus.data.copy(str(tmp_path / "up"), f"s3://{s3_bucket}/cohort/", recursive=True)
+    assert (report.copied, report.failed) == (len(files), [])
+    listed = altus.data.ls(f"s3://{s3_bucket}/cohort/", recursive=True)
+    assert sorted(e.key for e in listed) == sorted(f"cohort/{k}" for k in files)
+    back = altus.data.copy(f"s3://{s3_bucket}/cohort/", str(tmp_path / "down"), recursive=True)
+    assert back.copied == len(files)
+    assert read_tree(tmp_path / "down") == files
+
+
+def test_a_second_copy_skips_what_is_there_and_force_copies_again(
+    s3_env: dict[str, str], s3_bucket: str, tmp_path: Path
+) -> None:
+    files = make_tree(tmp_path / "up", n=5)
+    altus.data.copy(str(tmp_path / "up"), f"s3://{s3_bucket}/c/", recursive=True)
+    again = altus.data.copy(str(tmp_path / "up"), f"s3://{s3_bucket}/c/", recursive=True)
+    assert (again.copied, again.skipped) == (0, len(files))
+    altus.data.copy(f"s3://{s3_bucket}/c/", str(tmp_path / "d"), recursive=True)
+    down = altus.data.copy(f"s3://{s3_bucket}/c/", str(tmp_path / "d"), recursive=True)
+    assert (down.copied, down.skipped) == (0, len(files))
+    forced = altus.data.copy(
+        f"s3://{s3_bucket}/c/", str(tmp_path / "d"), recursive=True, force=True
+    )
+    assert forced.copied == len(files)
+
+
+def test_a_big_object_comes_in_parts_whole_and_leaves_no_temp_file(
+    s3_env: dict[str, str], s3_bucket: str, s3: Any, tmp_path: Path
+) -> None:
+    content = os.urandom(40 * MiB + 7)
+    s3.put_object(Bucket=s3_bucket, Key="big/data.bin", Body=content)
+    report = altus.data.copy(f"s3://{s3_bucket}/big/data.bin", str(tmp_path) + "/")
+    assert report.copied == 1
+    assert (tmp_path / "data.bin").read_bytes() == content
+    assert os.listdir(tmp_path) == ["data.bin"]
+    up = altus.data.copy(str(tmp_path / "data.bin"), f"s3://{s3_bucket}/again/data.bin")
+    assert up.copied == 1
+    assert s3.get_object(Bucket=s3_bucket, Key="again/data.bin")["Body"].read() == content
+
+
+def test_wildcards_include_and_exclude_select_keys(
+    s3_env: dict[str, str], s3_bucket: str, tmp_path: Path
+) -> None:
+    make_tree(tmp_path / "up", n=12)
+    altus.data.copy(str(tmp_path / "up"), f"s3://{s3_bucket}/ds/", recursive=True)
+    wild = altus.data.copy(f"s3://{s3_bucket}/ds/sub-0*/anat/*", str(tmp_path / "w"))
+    assert sorted(read_tree(tmp_path / "w")) == [f"sub-0{i}/anat/T1w.nii.gz" for i in range(10)]
+    picked = altus.data.copy(
+        f"s3://{s3_bucket}/ds/",
+        str(tmp_path / "f"),
+        recursive=True,
+        include=["sub-1*"],
+        exclude=["sub-11/*"],
+    )
+    assert picked.copied == 1
+    assert sorted(read_tree(tmp_path / "f")) == ["sub-10/anat/T1w.nii.gz"]
+    assert wild.copied == 10
+
+
+def test_listing_pages_past_a_thousand_keys(
+    s3_env: dict[str, str], s3_bucket: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(1005):
+        (folder / f"{i:04d}.txt").write_bytes(b"x")
+    assert altus.data.copy(str(folder), f"s3://{s3_bucket}/many/", recursive=True).copied == 1005
+    assert len(altus.data.ls(f"s3://{s3_bucket}/many/")) == 1005
+
+
+def test_open_streams_an_object_that_numpy_reads(
+    s3_env: dict[str, str], s3_bucket: str, s3: Any
+) -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.arange(100_000, dtype=np.float32))
+    s3.put_object(Bucket=s3_bucket, Key="arr.npy", Body=buffer.getvalue())
+    with altus.data.open(f"s3://{s3_bucket}/arr.npy") as reader:
+        array = np.load(reader)
+    assert array.shape == (100_000,)
+    assert array[-1] == 99_999
+
+
+def test_filesystem_is_fsspec(s3_env: dict[str, str], s3_bucket: str, s3: Any) -> None:
+    s3.put_object(Bucket=s3_bucket, Key="t/a.csv", Body=b"x,y\n1,2\n")
+    fs = altus.data.filesystem(f"s3://{s3_bucket}")
+    with fs.open(f"{s3_bucket}/t/a.csv", "rb") as file:
+        assert file.read() == b"x,y\n1,2\n"
+    assert fs.size(f"{s3_bucket}/t/a.csv") == 8
+
+
+# -- hostile keys (moto stores what SeaweedFS refuses) --------------------------------------
+
+
+def test_hostile_keys_are_refused_and_the_rest_copied(
+    moto_s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    client = s3_client(moto_s3)
+    client.create_bucket(Bucket="hostile")
+    for key in HOSTILE_KEYS:
+        client.put_object(Bucket="hostile", Key=key, Body=b"payload")
+    target = tmp_path / "inside" / "dest"
+    target.mkdir(parents=True)
+    report = altus.data.copy("s3://hostile/", str(target), recursive=True, endpoint_url=moto_s3)
+    assert report.copied >= 2  # the plain keys
+    assert (target / "plain.txt").read_bytes() == b"payload"
+    refused = " ".join(error for _item, error in report.failed)
+    assert "'..'" in refused
+    assert "absolute" in refused
+    assert "backslash" in refused
+    assert "NUL" in refused
+    outside = [p for p in tmp_path.rglob("*") if target not in p.parents and p != target]
+    assert outside == [tmp_path / "inside"]
+
+
+def test_cli_lists_hostile_keys_escaped_and_exits_1_on_refusals(
+    moto_s3: str, tmp_path: Path, run_altus: RunAltus
+) -> None:
+    client = s3_client(moto_s3)
+    client.create_bucket(Bucket="hostile")
+    for key in HOSTILE_KEYS:
+        client.put_object(Bucket="hostile", Key=key, Body=b"payload")
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    listed = run_altus("data", "ls", "-r", "s3://hostile/", "--endpoint-url", moto_s3, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "nul\\x00byte.txt" in listed.stdout
+    done = run_altus(
+        "data",
+        "cp",
+        "-r",
+        "-q",
+        "s3://hostile/",
+        str(tmp_path / "d"),
+        "--endpoint-url",
+        moto_s3,
+        env=env,
+    )
+    assert done.returncode == 1
+    refusals = [line for line in done.stderr.splitlines() if "refusing key" in line]
+    assert len(refusals) >= 8
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "d" / "plain.txt").exists()
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+def test_throttling_and_resets_are_retried(
+    s3_env: dict[str, str],
+    s3_bucket: str,
+    s3: Any,
+    s3_server: ServerInfo,
+    fault_proxy: Callable[[str], FaultProxy],
+    tmp_path: Path,
+) -> None:
+    s3.put_object(Bucket=s3_bucket, Key="k/a.bin", Body=b"a" * 1000)
+    s3.put_object(Bucket=s3_bucket, Key="k/b.bin", Body=b"b" * 1000)
+    proxy = fault_proxy(s3_server.endpoint)
+    slow = proxy.slow_down(3, method="GET", path=r"/k/a\.bin")
+    reset = proxy.reset(2, method="GET", path=r"/k/b\.bin")
+    report = altus.data.copy(
+        f"s3://{s3_bucket}/k/", str(tmp_path), recursive=True, endpoint_url=proxy.endpoint
+    )
+    assert report.failed == []
+    assert (tmp_path / "a.bin").read_bytes() == b"a" * 1000
+    assert (slow.injected, reset.injected) == (3, 2)
+
+
+def test_interrupted_copy_leaves_no_partial_file_and_a_rerun_finishes(
+    s3_env: dict[str, str],
+    s3_bucket: str,
+    s3_server: ServerInfo,
+    fault_proxy: Callable[[str], FaultProxy],
+    tmp_path: Path,
+) -> None:
+    files = make_tree(tmp_path / "up", n=20)
+    altus.data.copy(str(tmp_path / "up"), f"s3://{s3_bucket}/t/", recursive=True)
+    proxy = fault_proxy(s3_server.endpoint)
+    proxy.delay(30, times=None, method="GET", path=r"sub-1[0-9]")  # these never arrive in time
+    down = tmp_path / "down"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "altus.cli.main", "data", "cp", "-r", "-q",
+         f"s3://{s3_bucket}/t/", str(down), "--endpoint-url", proxy.endpoint],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(read_tree(down) if down.exists() else {}) < 11:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    partial = read_tree(down)
+    assert 0 < len([k for k in partial if not Path(k).name.startswith(".")]) < len(files)
+    for relative, content in partial.items():
+        if not Path(relative).name.startswith("."):
+            assert content == files[relative]  # complete, or not there at all
+    again = altus.data.copy(f"s3://{s3_bucket}/t/", str(down), recursive=True)
+    assert again.skipped >= 11
+    visible = {k: v for k, v in read_tree(down).items() if not Path(k).name.startswith(".")}
+    assert visible == files
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def test_cli_copy_ls_du_cat_rm(
+    s3_env: dict[str, str], s3_bucket: str, tmp_path: Path, run_altus: RunAltus
+) -> None:
+    files = make_tree(tmp_path / "up", n=3)
+    up = run_altus("data", "cp", "-r", "--json", str(tmp_path / "up"), f"s3://{s3_bucket}/x/")
+    assert up.returncode == 0, up.stderr
+    assert '"copied": 4' in up.stdout
+    ls = run_altus("data", "ls", "--json", f"s3://{s3_bucket}/x/")
+    assert ls.returncode == 0
+    assert '"folder": true' in ls.stdout
+    du = run_altus("data", "du", "--json", f"s3://{s3_bucket}/x/")
+    assert f'"bytes": {sum(len(v) for v in files.values())}' in du.stdout
+    cat = run_altus("data", "cat", f"s3://{s3_bucket}/x/README")
+    assert cat.stdout == "cohort\n"
+    dry = run_altus("data", "rm", "-r", "--dry-run", f"s3://{s3_bucket}/x/")
+    assert dry.stdout.count("(dry run) remove") == 4
+    rm = run_altus("data", "rm", "-r", f"s3://{s3_bucket}/x/")
+    assert rm.returncode == 0
+    assert altus.data.ls(f"s3://{s3_bucket}/x/", recursive=True) == []
+
+
+def test_cli_dry_run_copies_nothing(
+    s3_env: dict[str, str], s3_bucket: str, tmp_path: Path, run_altus: RunAltus
+) -> None:
+    make_tree(tmp_path / "up", n=2)
+    dry = run_altus("data", "sync", "--dry-run", str(tmp_path / "up"), f"s3://{s3_bucket}/y/")
+    assert dry.returncode == 0
+    assert "3 to copy" in dry.stdout
+    assert altus.data.ls(f"s3://{s3_bucket}/y/", recursive=True) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["cp", "s3://no-such-bucket-here/x", "out"], "no-such-bucket-here"),
+        (["cp", "s3://{bucket}/no/such/key", "out"], "no/such/key"),
+        (["ls", "s3://{bucket}/", "--endpoint-url", "http://127.0.0.1:9"], "cannot connect"),
+        (["ls", "s3://{bucket}/", "--profile", "nobody"], "profile 'nobody'"),
+    ],
+)
+def test_cli_errors_are_one_line_without_secrets(
+    s3_env: dict[str, str],
+    s3_bucket: str,
+    tmp_path: Path,
+    run_altus: RunAltus,
+    args: list[str],
+    expected: str,
+) -> None:
+    args = [a.replace("{bucket}", s3_bucket).replace("out", str(tmp_path / "out")) for a in args]
+    done = run_altus("data", *args)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert expected in lines[0]
+    debug = run_altus("--debug", "data", *args)
+    secret = s3_env["AWS_SECRET_ACCESS_KEY"]
+    for text in (done.stdout, done.stderr, debug.stdout, debug.stderr):
+        assert secret not in text
+
+
+def test_wrong_credentials_are_access_denied(
+    s3_env: dict[str, str], s3_bucket: str, run_altus: RunAltus
+) -> None:
+    done = run_altus(
+        "data", "ls", f"s3://{s3_bucket}/", env={"AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    )
+    assert done.returncode == 1
+    assert "access denied" in done.stderr
+    assert s3_bucket in done.stderr
