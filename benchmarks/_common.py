@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import json
 import os
 import platform
@@ -274,6 +275,142 @@ def run_child(
             f" ({elapsed:.1f} s)"
         )
         return result
+
+
+class _TreePeakSampler:
+    """Polls the RSS of a child process plus its descendants; ``peak`` in bytes."""
+
+    def __init__(self, pid: int, interval: float) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="child-rss", daemon=True)
+
+    def _read(self) -> int:
+        import psutil
+
+        total = 0
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.pid)
+            for process in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    total += process.memory_info().rss
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._read())
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+GNU_TIME = "/usr/bin/time"
+
+
+@functools.lru_cache(maxsize=1)
+def _gnu_time() -> str | None:
+    """``/usr/bin/time`` if it is GNU time (``-f`` and ``-o``), else None."""
+    try:
+        done = subprocess.run(
+            [GNU_TIME, "--version"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return GNU_TIME if "GNU" in done.stdout + done.stderr else None
+
+
+def _read_gnu_time(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """``%M %U %S`` as written by GNU time's ``-o`` (its last line; a signal adds one above)."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(path).read_text().strip().splitlines()[-1].split()
+        return {
+            "max_rss_bytes": int(fields[0]) * 1024,
+            "cpu_user_s": float(fields[1]),
+            "cpu_system_s": float(fields[2]),
+        }
+    return None
+
+
+def run_measured(
+    argv: Sequence[str],
+    output: str | os.PathLike[str],
+    timeout: float,
+    env: dict[str, str] | None = None,
+    sample_interval: float | None = None,
+) -> dict[str, Any]:
+    """Run a command to its end; its wall seconds, exit code, CPU seconds and peak RSS.
+
+    The peak RSS cannot come from this process's ``wait4`` on the child: Linux
+    carries the high-water mark of the memory a child had before ``exec`` over
+    into its ``ru_maxrss``, and before ``exec`` a child shares this process's
+    memory, so every child would report at least this process's RSS. GNU
+    ``/usr/bin/time`` (a C program of about 1 MiB) starts the command instead and
+    writes its exact ``ru_maxrss`` and CPU seconds; without GNU time they come
+    from ``wait4`` and ``rss_source`` says so. With ``sample_interval`` (needs
+    psutil) the RSS of the command and its descendants is also polled, as a
+    cross-check. stdout and stderr go to ``output``. The child gets its own
+    session; on a timeout, or an exception here (Ctrl-C), it and its
+    descendants are killed.
+    """
+    expired = threading.Event()
+    gnu_time = _gnu_time()
+    with tempfile.TemporaryDirectory(prefix="bench-time-") as tmp, open(output, "wb") as out:
+        rusage_path = Path(tmp) / "rusage"
+        prefix = [gnu_time, "-f", "%M %U %S", "-o", str(rusage_path)] if gnu_time else []
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            [*prefix, *argv],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+
+        def expire() -> None:
+            expired.set()
+            kill_tree(process.pid)
+
+        timer = threading.Timer(timeout, expire)
+        sampler = _TreePeakSampler(process.pid, sample_interval) if sample_interval else None
+        timer.start()
+        if sampler is not None:
+            sampler.start()
+        try:
+            _pid, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            kill_tree(process.pid)
+            process.wait()
+            raise
+        finally:
+            timer.cancel()
+            if sampler is not None:
+                sampler.stop()
+        wall = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        measured = _read_gnu_time(rusage_path) if gnu_time else None
+    maxrss = usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
+    return {
+        "wall_s": round(wall, 6),
+        "exit_code": process.returncode,
+        "timed_out": expired.is_set(),
+        "cpu_user_s": round(usage.ru_utime, 3),
+        "cpu_system_s": round(usage.ru_stime, 3),
+        "max_rss_bytes": maxrss,
+        **(measured or {}),
+        "rss_source": "GNU time" if measured else "wait4 (includes this process's RSS)",
+        "sampled_peak_rss_bytes": sampler.peak if sampler is not None else None,
+        "rss_samples": sampler.samples if sampler is not None else None,
+    }
 
 
 def _cpu_times() -> tuple[float, float] | None:
