@@ -121,7 +121,9 @@ def _copy_options(command: F) -> F:
             "--exclude", multiple=True, metavar="GLOB", help="Leave out keys matching (repeatable)."
         ),
         click.option("--dry-run", is_flag=True, help="Print what would be copied; copy nothing."),
-        click.option("--concurrency", default=64, show_default=True, help="Requests in flight."),
+        click.option(
+            "--concurrency", default=64, show_default=True, help="Objects in flight at once."
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]

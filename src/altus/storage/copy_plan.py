@@ -83,12 +83,13 @@ def _plan_download(
     base = listed if pattern is not None else _as_folder(listed)
     base = base[: base.rfind("/") + 1]  # the relative part starts after a "/"
     selection = Selection(_relative_pattern(listed, base, pattern), *_filters(selection))
+    checked: dict[str, bool] = {}
     for entry in list_remote(client, source.bucket, listed if pattern is not None else base):
         relative = entry.key[len(base) :]
         if entry.key.endswith("/") or not selection.accepts(relative):
             continue  # folder markers hold nothing to copy
         try:
-            path = local_target(root, relative)
+            path = local_target(root, relative, checked)
         except UnsafeKeyError as exc:
             plan.refused.append((f"s3://{source.bucket}/{entry.key}", str(exc)))
             continue
@@ -139,17 +140,19 @@ def _plan_upload(
 
 
 def _head(client: S3Client, location: Location) -> Entry:
+    import obstore
+
     from altus.storage.s3 import translate_error
 
     try:
-        head = client.boto.head_object(Bucket=location.bucket, Key=location.path)
+        meta = obstore.head(client.store(location.bucket), location.path)
     except Exception as exc:
         raise translate_error(exc, "read", str(location)) from exc
     return Entry(
         location.path,
-        int(head["ContentLength"]),
-        head["LastModified"].timestamp(),
-        str(head.get("ETag", "")).strip('"') or None,
+        int(meta["size"]),
+        meta["last_modified"].timestamp(),
+        str(meta.get("e_tag") or "").strip('"') or None,
     )
 
 

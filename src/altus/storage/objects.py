@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from altus.errors import StoreError
@@ -97,7 +98,54 @@ def split_wildcard(path: str) -> tuple[str, str | None]:
 def list_remote(
     client: S3Client, bucket: str, prefix: str, *, recursive: bool = True
 ) -> Iterator[Entry]:
-    """Objects below ``prefix`` (and, not recursive, its sub-folders as folder entries)."""
+    """Objects below ``prefix`` (and, not recursive, its sub-folders as folder entries).
+
+    obstore lists first (fast, and no botocore to load); a bucket holding a key
+    it cannot represent (``..``, control characters, empty segments) makes it
+    fail as a whole, and then botocore lists it again, every key as stored.
+    """
+    from obstore.exceptions import InvalidPathError
+
+    try:
+        entries = _list_with_obstore(client, bucket, prefix, recursive)
+    except (InvalidPathError, ValueError):
+        yield from _list_with_botocore(client, bucket, prefix, recursive)
+        return
+    except Exception as exc:
+        raise translate_error(exc, "list", f"s3://{bucket}/{prefix}") from exc
+    yield from entries
+
+
+def _list_with_obstore(client: S3Client, bucket: str, prefix: str, recursive: bool) -> list[Entry]:
+    import obstore
+
+    store = client.store(bucket)
+    folder = prefix[: prefix.rfind("/") + 1]  # obstore lists whole path segments
+    entries: list[Entry] = []
+    if recursive:
+        for batch in obstore.list(store, folder or None, chunk_size=1000):
+            entries.extend(_entry(meta) for meta in batch if meta["path"].startswith(prefix))
+        return entries
+    listing = obstore.list_with_delimiter(store, folder.rstrip("/") or None)
+    for name in listing["common_prefixes"]:
+        if (name + "/").startswith(prefix):
+            entries.append(Entry(name + "/", 0, 0.0, is_folder=True))
+    entries.extend(_entry(meta) for meta in listing["objects"] if meta["path"].startswith(prefix))
+    return entries
+
+
+def _entry(meta: Any) -> Entry:
+    return Entry(
+        meta["path"],
+        int(meta["size"]),
+        meta["last_modified"].timestamp(),
+        str(meta.get("e_tag") or "").strip('"') or None,
+    )
+
+
+def _list_with_botocore(
+    client: S3Client, bucket: str, prefix: str, recursive: bool
+) -> Iterator[Entry]:
     arguments = {"Bucket": bucket, "Prefix": prefix}
     if not recursive:
         arguments["Delimiter"] = "/"

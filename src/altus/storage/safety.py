@@ -41,19 +41,24 @@ def unsafe_reason(relative: str) -> str | None:
     return None
 
 
-def local_target(root: Path, relative: str) -> Path:
+def local_target(root: Path, relative: str, checked: dict[str, bool] | None = None) -> Path:
     """The file below ``root`` for ``relative``; ``UnsafeKeyError`` if it would not be one.
 
     Beyond the checks on the text, the resolved path must stay below the
     resolved root, so a symbolic link inside the destination that points
-    elsewhere is not followed out of it either.
+    elsewhere is not followed out of it either. ``checked`` remembers folders
+    already resolved, so a copy of many files resolves each folder once.
     """
     reason = unsafe_reason(relative)
     if reason:
         raise UnsafeKeyError(f"refusing key {relative!r}: {reason}")
     target = root / relative
-    real_root = os.path.realpath(root)
-    real_parent = os.path.realpath(target.parent)
-    if os.path.commonpath([real_root, real_parent]) != real_root:
+    parent = os.path.dirname(relative)
+    checked = {} if checked is None else checked
+    if parent not in checked:
+        real_root = os.path.realpath(root)
+        real_parent = os.path.realpath(root / parent)
+        checked[parent] = os.path.commonpath([real_root, real_parent]) == real_root
+    if not checked[parent]:
         raise UnsafeKeyError(f"refusing key {relative!r}: it leads outside {root}")
     return target

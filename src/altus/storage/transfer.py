@@ -1,11 +1,10 @@
 """Copying many objects, or big ones, as fast as the network and the server allow.
 
 A copy is planned first (what goes where, what is already there, which keys
-are refused) and then run on one asyncio loop over obstore: up to
-``concurrency`` requests at a time across files, and a big object in ranged
-parts fetched ``parts_in_flight`` at a time and written in place, so memory
-stays near ``part_size * parts_in_flight`` whatever the object's size.
-Uploads above ``part_size`` are multipart. obstore retries 5xx answers
+are refused) and then run over obstore: small objects one request each on a
+pool of threads, a big object in ranged parts streamed to their place in the
+file, so memory stays near ``parts_in_flight`` blocks whatever the object's
+size. Uploads above ``part_size`` are multipart. obstore retries 5xx answers
 (503 SlowDown included), dropped connections and timeouts with exponential
 backoff and jitter.
 
@@ -18,10 +17,13 @@ name and a rerun skips what is complete (same size, same time).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from altus.storage.s3 import S3Client, translate_error
 __all__ = ["CopyItem", "CopyReport", "Transfers"]
 
 MiB = 1 << 20
+STREAM_BLOCK = 1 * MiB
+"""A big object's parts arrive in blocks of about this size, each written where it goes."""
 
 
 @dataclass(frozen=True)
@@ -85,80 +89,112 @@ class Progress:
 
 @dataclass
 class Transfers:
-    """Runs downloads and uploads between one bucket and the local disk."""
+    """Runs downloads and uploads between one bucket and the local disk.
+
+    Objects up to ``part_size`` go one request each on ``concurrency``
+    threads, with obstore's blocking calls (which release the GIL): for many
+    small files that costs less than bridging thousands of Rust futures into
+    asyncio. Bigger downloads come in ranged parts streamed on one event loop;
+    bigger uploads are multipart, obstore sending ``parts_in_flight`` at once.
+    """
 
     client: S3Client
     bucket: str
     concurrency: int = 64
     part_size: int = 16 * MiB
-    parts_in_flight: int = 8
+    parts_in_flight: int = 6
     progress: Progress = field(default_factory=Progress)
+    _folders: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def download(self, items: Sequence[CopyItem], report: CopyReport) -> CopyReport:
-        return self._run(items, self._download_one, report)
-
-    def upload(self, items: Sequence[CopyItem], report: CopyReport) -> CopyReport:
-        return self._run(items, self._upload_one, report)
-
-    def _run(
-        self,
-        items: Sequence[CopyItem],
-        one: Callable[[CopyItem, asyncio.Semaphore, CopyReport], Any],
-        report: CopyReport,
-    ) -> CopyReport:
         started = time.perf_counter()
-
-        async def main() -> None:
-            requests = asyncio.Semaphore(self.concurrency)
-            await asyncio.gather(*(one(item, requests, report) for item in items))
-
-        asyncio.run(main())
+        small = [item for item in items if item.size <= self.part_size]
+        self._on_threads(small, self._download_one, report)
+        for item in items:
+            if item.size > self.part_size:
+                self._download_one(item, report)
         report.seconds += time.perf_counter() - started
         return report
+
+    def upload(self, items: Sequence[CopyItem], report: CopyReport) -> CopyReport:
+        started = time.perf_counter()
+        self._on_threads(items, self._upload_one, report)
+        report.seconds += time.perf_counter() - started
+        return report
+
+    def _on_threads(
+        self,
+        items: Sequence[CopyItem],
+        one: Callable[[CopyItem, CopyReport], None],
+        report: CopyReport,
+    ) -> None:
+        if not items:
+            return
+        workers = max(1, min(self.concurrency, len(items)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="altus-copy") as pool:
+            for _ in pool.map(lambda item: one(item, report), items):
+                pass
 
     @property
     def _store(self) -> Any:
         return self.client.store(self.bucket)
 
-    # -- downloads ----------------------------------------------------------------------
-
-    async def _download_one(
-        self, item: CopyItem, requests: asyncio.Semaphore, report: CopyReport
-    ) -> None:
-        where = f"s3://{self.bucket}/{item.key}"
-        tmp = item.path.with_name(f".{item.path.name}.altus-{secrets.token_hex(4)}")
-        try:
-            item.path.parent.mkdir(parents=True, exist_ok=True)
-            if item.size > self.part_size:
-                await self._download_parts(item, tmp, requests)
-            else:
-                await self._download_whole(item, tmp, requests)
-            os.utime(tmp, (item.modified, item.modified))
-            os.replace(tmp, item.path)
-        except Exception as exc:
-            tmp.unlink(missing_ok=True)
-            report.failed.append((where, _reason(exc, "download", where)))
-            return
-        report.copied += 1
-        report.bytes += item.size
+    def _done(self, report: CopyReport, item: CopyItem) -> None:
+        with self._lock:
+            report.copied += 1
+            report.bytes += item.size
         self.progress.file_done()
 
-    async def _download_whole(self, item: CopyItem, tmp: Path, requests: asyncio.Semaphore) -> None:
+    def _failed(self, report: CopyReport, what: str, reason: str) -> None:
+        with self._lock:
+            report.failed.append((what, reason))
+
+    # -- downloads ----------------------------------------------------------------------
+
+    def _download_one(self, item: CopyItem, report: CopyReport) -> None:
+        where = f"s3://{self.bucket}/{item.key}"
+        final = str(item.path)
+        folder, name = os.path.split(final)
+        folder = folder or "."
+        tmp = os.path.join(folder, f".{name}.altus-{secrets.token_hex(4)}")
+        try:
+            self._make_folder(folder)
+            if item.size > self.part_size:
+                asyncio.run(self._download_parts(item, tmp))
+            else:
+                self._download_whole(item, tmp)
+            os.replace(tmp, final)
+        except Exception as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            self._failed(report, where, _reason(exc, "download", where))
+            return
+        self._done(report, item)
+
+    def _make_folder(self, folder: str) -> None:
+        """Each destination folder is made once per copy, not once per file."""
+        if folder not in self._folders:
+            os.makedirs(folder, exist_ok=True)
+            self._folders.add(folder)
+
+    def _download_whole(self, item: CopyItem, tmp: str) -> None:
         import obstore
 
-        async with requests:
-            response = await obstore.get_async(self._store, item.key)
-            data = await response.bytes_async()
+        data = obstore.get(self._store, item.key).bytes()
         if len(data) != item.size:
             raise OSError(f"got {len(data)} bytes, expected {item.size} (changed while copying?)")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, memoryview(data), 0)
+            os.utime(fd, (item.modified, item.modified))
         finally:
             os.close(fd)
         self.progress.add(len(data))
 
-    async def _download_parts(self, item: CopyItem, tmp: Path, requests: asyncio.Semaphore) -> None:
+    async def _download_parts(self, item: CopyItem, tmp: str) -> None:
+        """Ranged GETs, ``parts_in_flight`` at a time, each streamed to its place in the file
+        in blocks of ``STREAM_BLOCK``: buffers stay small and are reused, not one per part."""
         import obstore
 
         parts = asyncio.Semaphore(self.parts_in_flight)
@@ -166,48 +202,58 @@ class Transfers:
 
         async def part(start: int) -> None:
             end = min(start + self.part_size, item.size)
-            async with parts, requests:
-                data = await obstore.get_range_async(self._store, item.key, start=start, end=end)
-                if len(data) != end - start:
-                    raise OSError(f"part at {start}: got {len(data)} bytes, expected {end - start}")
-                await asyncio.to_thread(_write_all, fd, memoryview(data), start)
-            self.progress.add(end - start)
+            async with parts:
+                response = await obstore.get_async(
+                    self._store, item.key, options={"range": (start, end)}
+                )
+                offset = start
+                async for block in response.stream(min_chunk_size=STREAM_BLOCK):
+                    _write_all(fd, memoryview(block), offset)
+                    offset += len(block)
+                    self.progress.add(len(block))
+            if offset != end:
+                raise OSError(
+                    f"part at {start}: got {offset - start} bytes, expected {end - start}"
+                )
 
         try:
-            os.ftruncate(fd, item.size)
+            _preallocate(fd, item.size)
             await asyncio.gather(*(part(s) for s in range(0, item.size, self.part_size)))
+            os.utime(fd, (item.modified, item.modified))
         finally:
             os.close(fd)
 
     # -- uploads ------------------------------------------------------------------------
 
-    async def _upload_one(
-        self, item: CopyItem, requests: asyncio.Semaphore, report: CopyReport
-    ) -> None:
+    def _upload_one(self, item: CopyItem, report: CopyReport) -> None:
         import obstore
 
         where = f"s3://{self.bucket}/{item.key}"
         try:
             if item.size > self.part_size:
-                async with requests:
-                    await obstore.put_async(
-                        self._store,
-                        item.key,
-                        item.path,
-                        chunk_size=self.part_size,
-                        max_concurrency=self.parts_in_flight,
-                    )
+                obstore.put(
+                    self._store,
+                    item.key,
+                    item.path,
+                    chunk_size=self.part_size,
+                    max_concurrency=self.parts_in_flight,
+                )
             else:
-                data = item.path.read_bytes()
-                async with requests:
-                    await obstore.put_async(self._store, item.key, data, use_multipart=False)
+                obstore.put(self._store, item.key, item.path.read_bytes(), use_multipart=False)
         except Exception as exc:
-            report.failed.append((str(item.path), _reason(exc, "upload", where)))
+            self._failed(report, str(item.path), _reason(exc, "upload", where))
             return
         self.progress.add(item.size)
-        report.copied += 1
-        report.bytes += item.size
-        self.progress.file_done()
+        self._done(report, item)
+
+
+def _preallocate(fd: int, size: int) -> None:
+    """Reserve the file's blocks first: parts then land in place, not in a sparse file
+    the filesystem extends piece by piece out of order (a third faster on ext4)."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError:  # not every filesystem can (tmpfs on old kernels, some network ones)
+        os.ftruncate(fd, size)
 
 
 def _write_all(fd: int, view: memoryview, offset: int) -> None:
