@@ -134,6 +134,32 @@ class PeakSampler:
 # -- the machine ---------------------------------------------------------------------------
 
 
+def save_result(
+    out: Path,
+    benchmark: str,
+    figures: dict[str, Any],
+    started: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Write a benchmark's JSON (name, schema, command, its figures, total time); returns it."""
+    result = {
+        "benchmark": benchmark,
+        "schema": 1,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        **figures,
+        "total_s": round(time.perf_counter() - started, 3),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    log(f"saved {out} ({result['total_s']:.0f} s in all)")
+    return result
+
+
+def exit_status(targets: Sequence[dict[str, Any]], strict: bool) -> int:
+    """1 under ``--strict`` when a target failed, else 0."""
+    return 1 if strict and any(t["status"] == "FAIL" for t in targets) else 0
+
+
 def package_version(name: str) -> str | None:
     try:
         return metadata.version(name)

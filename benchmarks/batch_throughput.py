@@ -1233,23 +1233,11 @@ def main(argv: list[str] | None = None) -> int:
     text, targets, summary = build_report(cfg, machine, sections)
     print(text, flush=True)
 
-    result = {
-        "benchmark": "batch_throughput",
-        "schema": 1,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "config": cfg,
-        "machine": machine,
-        "targets": targets,
-        "summary": summary,
-        "sections": sections,
-        "table": text,
-        "total_s": round(time.perf_counter() - started, 3),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    log(f"saved {args.out} ({result['total_s']:.0f} s in all)")
-    failed = [t for t in targets if t["status"] == "FAIL"]
-    return 1 if (args.strict and failed) else 0
+    figures = {"config": cfg, "machine": machine, "targets": targets, "summary": summary}
+    c.save_result(
+        args.out, "batch_throughput", {**figures, "sections": sections, "table": text}, started, log
+    )
+    return c.exit_status(targets, args.strict)
 
 
 if __name__ == "__main__":

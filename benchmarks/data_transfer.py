@@ -94,7 +94,7 @@ class Contender:
 
 def contenders(systems: list[str], quick: bool) -> list[Contender]:
     peers = [
-        Contender("altus", "altus", "defaults (--concurrency 64, 16 MiB parts x 8)"),
+        Contender("altus", "altus", "defaults (--concurrency 64, 16 MiB parts x 6)"),
         Contender("s5cmd", "s5cmd", "defaults (--numworkers 256; 50 MiB parts x 5)"),
         Contender("aws", "aws", "defaults (10 requests, 8 MiB parts)"),
         Contender("rclone", "rclone", "defaults (--transfers 4, 5 MiB parts x 4)"),
@@ -995,23 +995,11 @@ def main(argv: list[str] | None = None) -> int:
     notes = _notes(cfg, machine)
     text, targets, summary = build_report(cfg, machine, results, notes)
     print(text, flush=True)
-    result = {
-        "benchmark": "data_transfer",
-        "schema": 1,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "config": cfg,
-        "machine": machine,
-        "targets": targets,
-        "summary": summary,
-        "workloads": results,
-        "table": text,
-        "total_s": round(time.perf_counter() - started, 3),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    log(f"saved {args.out} ({result['total_s']:.0f} s in all)")
-    failed = [t for t in targets if t["status"] == "FAIL"]
-    return 1 if (args.strict and failed) else 0
+    figures = {"config": cfg, "machine": machine, "targets": targets, "summary": summary}
+    c.save_result(
+        args.out, "data_transfer", {**figures, "workloads": results, "table": text}, started, log
+    )
+    return c.exit_status(targets, args.strict)
 
 
 def _rss_source(results: dict[str, Any]) -> str:

@@ -67,6 +67,7 @@ def copy(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     force: bool = False,
+    checksum: bool = False,
     concurrency: int = 64,
     profile: str | None = None,
     endpoint_url: str | None = None,
@@ -79,13 +80,17 @@ def copy(
     Objects already at the destination with the same size and time are
     skipped unless ``force``; keys that would land outside the destination
     folder are refused (listed in the report's ``failed``) and the rest copied.
+    Sizes are always checked; ``checksum`` also compares MD5 sums with the
+    server's ETags where they are one (objects not uploaded in parts).
     """
     client = _client(profile, endpoint_url, region, anon)
     todo = plan(
         src, dst, recursive=recursive, include=include, exclude=exclude, force=force, client=client
     )
     report = CopyReport(skipped=todo.skipped, failed=list(todo.refused))
-    transfers = Transfers(client, todo.bucket, concurrency=concurrency, progress=Progress(progress))
+    transfers = Transfers(
+        client, todo.bucket, concurrency=concurrency, checksum=checksum, progress=Progress(progress)
+    )
     run = transfers.download if todo.direction == "download" else transfers.upload
     return run(todo.items, report)
 

@@ -333,3 +333,62 @@ def test_wrong_credentials_are_access_denied(
     assert done.returncode == 1
     assert "access denied" in done.stderr
     assert s3_bucket in done.stderr
+
+
+def test_a_profile_from_the_aws_files_is_used(
+    s3_server: ServerInfo, s3_bucket: str, s3: Any, clean_environ: Path, run_altus: RunAltus
+) -> None:
+    s3.put_object(Bucket=s3_bucket, Key="p/one.txt", Body=b"1")
+    credentials = clean_environ / "aws" / "credentials"
+    credentials.parent.mkdir(parents=True)
+    credentials.write_text(
+        f"[lab]\naws_access_key_id = {s3_server.access_key}\n"
+        f"aws_secret_access_key = {s3_server.secret_key}\n"
+    )
+    done = run_altus(
+        "data", "ls", f"s3://{s3_bucket}/p/", "--profile", "lab",
+        "--endpoint-url", s3_server.endpoint, "--region", "us-east-1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "one.txt" in done.stdout
+    assert s3_server.secret_key not in done.stdout + done.stderr
+
+
+def test_anon_sends_unsigned_requests(moto_s3: str, tmp_path: Path, run_altus: RunAltus) -> None:
+    client = s3_client(moto_s3)
+    client.create_bucket(Bucket="open-data", ACL="public-read")
+    client.put_object(Bucket="open-data", Key="ds000030/README", Body=b"public", ACL="public-read")
+    listed = run_altus(
+        "data", "ls", "s3://open-data/ds000030/", "--anon", "--endpoint-url", moto_s3
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "README" in listed.stdout
+    copied = run_altus(
+        "data", "cp", "--no-sign-request", "-q", "s3://open-data/ds000030/README",
+        str(tmp_path) + "/", "--endpoint-url", moto_s3,
+    )  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    assert (tmp_path / "README").read_bytes() == b"public"
+
+
+def test_checksums_are_compared_with_etags(
+    s3_env: dict[str, str], s3_bucket: str, tmp_path: Path
+) -> None:
+    files = make_tree(tmp_path / "up", n=3)
+    up = altus.data.copy(
+        str(tmp_path / "up"), f"s3://{s3_bucket}/c/", recursive=True, checksum=True
+    )
+    down = altus.data.copy(
+        f"s3://{s3_bucket}/c/", str(tmp_path / "d"), recursive=True, checksum=True
+    )
+    assert (up.copied, down.copied, up.failed, down.failed) == (4, 4, [], [])
+    assert read_tree(tmp_path / "d") == files
+
+
+def test_a_checksum_mismatch_is_an_error() -> None:
+    from altus.storage.transfer import _check_md5
+
+    _check_md5(b"abc", '"900150983cd24fb0d6963f7d28e17f72"')
+    _check_md5(b"abc", "0123abcd-2")  # a multipart ETag is no MD5 of the bytes: not compared
+    with pytest.raises(OSError, match="checksum mismatch"):
+        _check_md5(b"abd", "900150983cd24fb0d6963f7d28e17f72")

@@ -124,6 +124,11 @@ def _copy_options(command: F) -> F:
         click.option(
             "--concurrency", default=64, show_default=True, help="Objects in flight at once."
         ),
+        click.option(
+            "--checksum",
+            is_flag=True,
+            help="Also check MD5 sums against the server's ETags (sizes are always checked).",
+        ),
         click.option("--json", "as_json", is_flag=True, help="Print the report as JSON."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
@@ -169,6 +174,7 @@ def _copy(
     exclude: Sequence[str],
     dry_run: bool,
     concurrency: int,
+    checksum: bool,
     as_json: bool,
     quiet: bool,
     **options: Any,
@@ -191,7 +197,9 @@ def _copy(
         _print_plan(todo, as_json)
     else:
         bar = None if quiet or as_json else _progress_bar(todo.total_bytes, len(todo.items))
-        transfers = Transfers(client, todo.bucket, concurrency=concurrency, progress=Progress(bar))
+        transfers = Transfers(
+            client, todo.bucket, concurrency=concurrency, checksum=checksum, progress=Progress(bar)
+        )
         try:
             run = transfers.download if todo.direction == "download" else transfers.upload
             run(todo.items, report)

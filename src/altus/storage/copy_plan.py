@@ -101,7 +101,7 @@ def _add_download(plan: CopyPlan, entry: Entry, path: Path, force: bool) -> None
     if not force and _same_file(path, entry.size, entry.modified):
         plan.skipped += 1
         return
-    plan.items.append(CopyItem(entry.key, path, entry.size, entry.modified))
+    plan.items.append(CopyItem(entry.key, path, entry.size, entry.modified, entry.etag))
 
 
 def _plan_upload(

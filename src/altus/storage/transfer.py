@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import secrets
 import threading
@@ -45,6 +46,7 @@ class CopyItem:
     path: Path
     size: int
     modified: float
+    etag: str | None = None
 
 
 @dataclass
@@ -103,6 +105,8 @@ class Transfers:
     concurrency: int = 64
     part_size: int = 16 * MiB
     parts_in_flight: int = 6
+    checksum: bool = False
+    """Also compare MD5 sums with the server's ETags, where an ETag is one (not multipart)."""
     progress: Progress = field(default_factory=Progress)
     _folders: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -184,6 +188,8 @@ class Transfers:
         data = obstore.get(self._store, item.key).bytes()
         if len(data) != item.size:
             raise OSError(f"got {len(data)} bytes, expected {item.size} (changed while copying?)")
+        if self.checksum:
+            _check_md5(data, item.etag)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, memoryview(data), 0)
@@ -239,12 +245,24 @@ class Transfers:
                     max_concurrency=self.parts_in_flight,
                 )
             else:
-                obstore.put(self._store, item.key, item.path.read_bytes(), use_multipart=False)
+                data = item.path.read_bytes()
+                sent = obstore.put(self._store, item.key, data, use_multipart=False)
+                if self.checksum:
+                    _check_md5(data, sent.get("e_tag"))
         except Exception as exc:
             self._failed(report, str(item.path), _reason(exc, "upload", where))
             return
         self.progress.add(item.size)
         self._done(report, item)
+
+
+def _check_md5(data: Any, etag: str | None) -> None:
+    """Raise if a single-part object's ETag (its MD5) does not match the bytes."""
+    etag = (etag or "").strip('"')
+    if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag):
+        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if digest != etag:
+            raise OSError(f"checksum mismatch: MD5 {digest}, the server's ETag {etag}")
 
 
 def _preallocate(fd: int, size: int) -> None:
