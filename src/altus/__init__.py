@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import importlib
 import typing as _typing
-from importlib import metadata as _metadata
 
 from altus.errors import AltusError
 
 if _typing.TYPE_CHECKING:
     from altus.batch import Executor, Job, Knot, jobs
 
-try:
-    __version__ = _metadata.version("altus")
-except _metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+    __version__: str
 
 __all__ = ["AltusError", "Executor", "Job", "Knot", "__version__", "jobs"]
 
@@ -32,4 +28,16 @@ def __getattr__(name: str) -> _typing.Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name == "__version__":  # importlib.metadata costs 15 ms: only when asked
+        globals()[name] = _version()
+        return globals()[name]
     raise AttributeError(f"module 'altus' has no attribute {name!r}")
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("altus")
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "0.0.0"

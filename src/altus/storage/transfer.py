@@ -16,7 +16,6 @@ name and a rerun skips what is complete (same size, same time).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import os
@@ -165,6 +164,8 @@ class Transfers:
         try:
             self._make_folder(folder)
             if item.size > self.part_size:
+                import asyncio  # 20 ms to import: only for big objects
+
                 asyncio.run(self._download_parts(item, tmp))
             else:
                 self._download_whole(item, tmp)
@@ -201,6 +202,8 @@ class Transfers:
     async def _download_parts(self, item: CopyItem, tmp: str) -> None:
         """Ranged GETs, ``parts_in_flight`` at a time, each streamed to its place in the file
         in blocks of ``STREAM_BLOCK``: buffers stay small and are reused, not one per part."""
+        import asyncio
+
         import obstore
 
         parts = asyncio.Semaphore(self.parts_in_flight)
