@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import secrets
 import threading
 import time
@@ -160,7 +161,7 @@ class Transfers:
         final = str(item.path)
         folder, name = os.path.split(final)
         folder = folder or "."
-        tmp = os.path.join(folder, f".{name}.altus-{secrets.token_hex(4)}")
+        tmp = os.path.join(folder, f".{name}.altus-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             self._make_folder(folder)
             if item.size > self.part_size:
@@ -178,10 +179,13 @@ class Transfers:
         self._done(report, item)
 
     def _make_folder(self, folder: str) -> None:
-        """Each destination folder is made once per copy, not once per file."""
-        if folder not in self._folders:
-            os.makedirs(folder, exist_ok=True)
+        """Each destination folder is made (or cleaned of what killed copies left) once."""
+        with self._lock:
+            if folder in self._folders:
+                return
             self._folders.add(folder)
+        os.makedirs(folder, exist_ok=True)
+        _remove_orphaned_temp_files(folder)
 
     def _download_whole(self, item: CopyItem, tmp: str) -> None:
         import obstore
@@ -257,6 +261,29 @@ class Transfers:
             return
         self.progress.add(item.size)
         self._done(report, item)
+
+
+_TEMP_FILE = re.compile(r"^\..+\.altus-(\d+)-[0-9a-f]{8}$")
+
+
+def _remove_orphaned_temp_files(folder: str) -> None:
+    """Delete temp files of downloads whose process is gone (killed mid-copy)."""
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            match = _TEMP_FILE.match(entry.name)
+            if match and not _alive(int(match[1])):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _check_md5(data: Any, etag: str | None) -> None:
