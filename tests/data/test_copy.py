@@ -279,8 +279,13 @@ def test_cli_copy_ls_du_cat_rm(
     assert cat.stdout == "cohort\n"
     dry = run_altus("data", "rm", "-r", "--dry-run", f"s3://{s3_bucket}/x/")
     assert dry.stdout.count("(dry run) remove") == 4
+    refused = run_altus("data", "rm", f"s3://{s3_bucket}/x/")
+    assert refused.returncode == 1
+    assert "-r" in refused.stderr
     rm = run_altus("data", "rm", "-r", f"s3://{s3_bucket}/x/")
     assert rm.returncode == 0
+    buckets = run_altus("data", "ls", "s3://")
+    assert f"s3://{s3_bucket}" in buckets.stdout
     assert altus.data.ls(f"s3://{s3_bucket}/x/", recursive=True) == []
 
 

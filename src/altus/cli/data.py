@@ -81,11 +81,29 @@ data.add_command(serve)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @_connection
 def ls(url: str, recursive: bool, as_json: bool, **options: Any) -> None:
-    """List objects and folders at URL (wildcards * and ? allowed)."""
+    """List objects and folders at URL (wildcards * and ? allowed); s3:// lists buckets."""
     import altus.data
 
+    if url.rstrip("/") in ("s3:", "s3:/"):
+        _list_buckets(_client(options), as_json)
+        return
     for entry in altus.data.ls(url, recursive=recursive, **options):
         click.echo(json.dumps(_entry_dict(entry)) if as_json else _entry_line(entry))
+
+
+def _list_buckets(client: S3Client, as_json: bool) -> None:
+    from altus.storage.s3 import translate_error
+
+    try:
+        buckets = client.boto.list_buckets().get("Buckets", [])
+    except Exception as exc:
+        raise translate_error(exc, "list buckets at", client.endpoint_url or "s3://") from exc
+    for bucket in buckets:
+        created = bucket["CreationDate"]
+        if as_json:
+            click.echo(json.dumps({"bucket": bucket["Name"], "created": created.timestamp()}))
+        else:
+            click.echo(f"{created:%Y-%m-%d %H:%M:%S}  s3://{bucket['Name']}")
 
 
 def _entry_dict(entry: Entry) -> dict[str, Any]:
@@ -291,6 +309,8 @@ def _keys_to_remove(client: S3Client, location: Any, recursive: bool) -> list[st
     from altus.storage.objects import Location
 
     if not recursive and not location.has_wildcard:
+        if not location.path or location.path.endswith("/"):
+            raise AltusError(f"{location}: name an object, or remove a prefix with -r")
         return [location.path]
     path = location.path
     if not location.has_wildcard and path and not path.endswith("/"):
