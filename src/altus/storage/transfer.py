@@ -93,11 +93,12 @@ class Progress:
 class Transfers:
     """Runs downloads and uploads between one bucket and the local disk.
 
-    Objects up to ``part_size`` go one request each on ``concurrency``
-    threads, with obstore's blocking calls (which release the GIL): for many
-    small files that costs less than bridging thousands of Rust futures into
-    asyncio. Bigger downloads come in ranged parts streamed on one event loop;
-    bigger uploads are multipart, obstore sending ``parts_in_flight`` at once.
+    Everything runs on threads with obstore's blocking calls, which release
+    the GIL: for many small files that costs less than bridging thousands of
+    Rust futures into asyncio. Objects up to ``part_size`` go one request each
+    on ``concurrency`` threads; bigger downloads come in ranged parts on
+    ``parts_in_flight`` threads, bigger uploads are multipart, obstore sending
+    ``parts_in_flight`` parts at once.
     """
 
     client: S3Client
@@ -165,9 +166,7 @@ class Transfers:
         try:
             self._make_folder(folder)
             if item.size > self.part_size:
-                import asyncio  # 20 ms to import: only for big objects
-
-                asyncio.run(self._download_parts(item, tmp))
+                self._download_parts(item, tmp)
             else:
                 self._download_whole(item, tmp)
             os.replace(tmp, final)
@@ -203,38 +202,32 @@ class Transfers:
             os.close(fd)
         self.progress.add(len(data))
 
-    async def _download_parts(self, item: CopyItem, tmp: str) -> None:
-        """Ranged GETs, ``parts_in_flight`` at a time, each streamed to its place in the file
-        in blocks of ``STREAM_BLOCK``: buffers stay small and are reused, not one per part."""
-        import asyncio
-
-        import obstore
-
-        parts = asyncio.Semaphore(self.parts_in_flight)
+    def _download_parts(self, item: CopyItem, tmp: str) -> None:
+        """Ranged GETs on ``parts_in_flight`` threads, each streamed to its place in the
+        file in blocks of ``STREAM_BLOCK``: buffers stay small, not one per part."""
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-
-        async def part(start: int) -> None:
-            end = min(start + self.part_size, item.size)
-            async with parts:
-                response = await obstore.get_async(
-                    self._store, item.key, options={"range": (start, end)}
-                )
-                offset = start
-                async for block in response.stream(min_chunk_size=STREAM_BLOCK):
-                    _write_all(fd, memoryview(block), offset)
-                    offset += len(block)
-                    self.progress.add(len(block))
-            if offset != end:
-                raise OSError(
-                    f"part at {start}: got {offset - start} bytes, expected {end - start}"
-                )
-
         try:
             _preallocate(fd, item.size)
-            await asyncio.gather(*(part(s) for s in range(0, item.size, self.part_size)))
+            starts = range(0, item.size, self.part_size)
+            with ThreadPoolExecutor(self.parts_in_flight, thread_name_prefix="altus-part") as pool:
+                for _ in pool.map(lambda start: self._download_part(item, fd, start), starts):
+                    pass
             os.utime(fd, (item.modified, item.modified))
         finally:
             os.close(fd)
+
+    def _download_part(self, item: CopyItem, fd: int, start: int) -> None:
+        import obstore
+
+        end = min(start + self.part_size, item.size)
+        response = obstore.get(self._store, item.key, options={"range": (start, end)})
+        offset = start
+        for block in response.stream(min_chunk_size=STREAM_BLOCK):
+            _write_all(fd, memoryview(block), offset)
+            offset += len(block)
+            self.progress.add(len(block))
+        if offset != end:
+            raise OSError(f"part at {start}: got {offset - start} bytes, expected {end - start}")
 
     # -- uploads ------------------------------------------------------------------------
 
