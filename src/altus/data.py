@@ -17,7 +17,7 @@ import io
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from altus.storage.copy_plan import CopyPlan, plan_copy
+from altus.storage.copy_plan import CopyPlan, execute, plan_copy
 from altus.storage.objects import (
     Entry,
     Location,
@@ -75,7 +75,8 @@ def copy(
     anon: bool = False,
     progress: Any = None,
 ) -> CopyReport:
-    """Copy between S3 and a local path, in parallel; returns what was copied, skipped, failed.
+    """Copy between S3 and a local path (or two buckets, server-side), in parallel; returns
+    what was copied, skipped and failed.
 
     Objects already at the destination with the same size and time are
     skipped unless ``force``; keys that would land outside the destination
@@ -91,8 +92,7 @@ def copy(
     transfers = Transfers(
         client, todo.bucket, concurrency=concurrency, checksum=checksum, progress=Progress(progress)
     )
-    run = transfers.download if todo.direction == "download" else transfers.upload
-    return run(todo.items, report)
+    return execute(todo, transfers, report)
 
 
 def ls(

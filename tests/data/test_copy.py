@@ -412,3 +412,30 @@ def test_temp_files_of_killed_copies_are_removed_and_live_ones_kept(
     assert not orphan.exists()
     assert live.exists()
     assert (tmp_path / "a.bin").read_bytes() == b"a"
+
+
+def test_bucket_to_bucket_copies_are_server_side_and_skip_what_is_there(
+    s3_env: dict[str, str], s3_bucket: str, s3: Any, tmp_path: Path
+) -> None:
+    files = make_tree(tmp_path / "up", n=4)
+    altus.data.copy(str(tmp_path / "up"), f"s3://{s3_bucket}/src/", recursive=True)
+    other = f"{s3_bucket}-b"
+    s3.create_bucket(Bucket=other)
+    try:
+        first = altus.data.copy(f"s3://{s3_bucket}/src/", f"s3://{other}/dst/", recursive=True)
+        again = altus.data.copy(f"s3://{s3_bucket}/src/", f"s3://{other}/dst/", recursive=True)
+        one = altus.data.copy(f"s3://{s3_bucket}/src/README", f"s3://{other}/single/")
+        assert (first.copied, again.copied, again.skipped, one.copied) == (5, 0, 5, 1)
+        got = {e.key: e.size for e in altus.data.ls(f"s3://{other}/", recursive=True)}
+        assert got == {
+            **{f"dst/{k}": len(v) for k, v in files.items()},
+            "single/README": len(files["README"]),
+        }
+    finally:
+        s3.delete_bucket(Bucket=other)  # SeaweedFS removes a bucket with its objects
+
+
+def test_two_local_paths_are_a_clear_error(tmp_path: Path, run_altus: RunAltus) -> None:
+    done = run_altus("data", "cp", str(tmp_path), str(tmp_path / "x"))
+    assert done.returncode == 1
+    assert "at least one side must be s3://" in done.stderr

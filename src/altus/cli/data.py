@@ -163,7 +163,7 @@ def _copy_options(command: F) -> F:
 @_copy_options
 @_connection
 def cp(source: str, destination: str, recursive: bool, force: bool, **options: Any) -> None:
-    """Copy SOURCE to DESTINATION; one is s3://bucket/key, the other a local path.
+    """Copy SOURCE to DESTINATION: s3://bucket/key and a local path, or two s3:// URLs.
 
     Objects already at the destination with the same size and time are skipped,
     so rerunning an interrupted copy finishes it. Keys that would land outside
@@ -198,6 +198,7 @@ def _copy(
     **options: Any,
 ) -> None:
     import altus.data
+    from altus.storage.copy_plan import execute
     from altus.storage.transfer import CopyReport, Progress, Transfers
 
     client = _client(options)
@@ -219,8 +220,7 @@ def _copy(
             client, todo.bucket, concurrency=concurrency, checksum=checksum, progress=Progress(bar)
         )
         try:
-            run = transfers.download if todo.direction == "download" else transfers.upload
-            run(todo.items, report)
+            execute(todo, transfers, report)
         finally:
             if bar is not None:
                 bar.close()
@@ -255,12 +255,14 @@ def _print_plan(todo: Any, as_json: bool) -> None:
         )
         return
     for item in todo.items:
+        source = f"s3://{todo.bucket}/{_printable(item.key)}"
         if verb == "download":
-            click.echo(
-                f"(dry run) download s3://{todo.bucket}/{_printable(item.key)} to {item.path}"
-            )
+            click.echo(f"(dry run) download {source} to {item.path}")
+        elif verb == "upload":
+            click.echo(f"(dry run) upload {item.path} to {source}")
         else:
-            click.echo(f"(dry run) upload {item.path} to s3://{todo.bucket}/{_printable(item.key)}")
+            target = f"s3://{todo.target_bucket}/{_printable(item.target_key or '')}"
+            click.echo(f"(dry run) copy {source} to {target}")
     for _what, error in todo.refused:
         click.echo(f"altus: {_printable(error)}", err=True)
     click.echo(

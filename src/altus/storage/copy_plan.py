@@ -25,17 +25,18 @@ from altus.storage.objects import (
 )
 from altus.storage.s3 import S3Client
 from altus.storage.safety import local_target
-from altus.storage.transfer import CopyItem
+from altus.storage.transfer import CopyItem, CopyReport, Transfers
 
-__all__ = ["CopyPlan", "plan_copy"]
+__all__ = ["CopyPlan", "execute", "plan_copy"]
 
 
 @dataclass
 class CopyPlan:
     """Items to copy, how many are already there, and keys refused as unsafe."""
 
-    direction: str  # "download" or "upload"
+    direction: str  # "download", "upload" or "copy" (bucket to bucket)
     bucket: str
+    target_bucket: str = ""
     items: list[CopyItem] = field(default_factory=list)
     skipped: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)
@@ -59,9 +60,62 @@ def plan_copy(
         return _plan_download(client, source, Path(target.path), recursive, selection, force)
     if target.is_remote and not source.is_remote:
         return _plan_upload(client, Path(source.path), target, recursive, selection, force)
-    raise StoreError(
-        f"copying {source} to {target}: one side must be s3:// and the other a local path"
-    )
+    if source.is_remote and target.is_remote:
+        return _plan_bucket_copy(client, source, target, recursive, selection, force)
+    raise StoreError(f"copying {source} to {target}: at least one side must be s3://")
+
+
+def execute(plan: CopyPlan, transfers: Transfers, report: CopyReport) -> CopyReport:
+    """Run a plan: downloads, uploads or copies between buckets."""
+    if plan.direction == "download":
+        return transfers.download(plan.items, report)
+    if plan.direction == "upload":
+        return transfers.upload(plan.items, report)
+    return transfers.copy(plan.items, plan.target_bucket, report)
+
+
+def _plan_bucket_copy(
+    client: S3Client,
+    source: Location,
+    target: Location,
+    recursive: bool,
+    selection: Selection,
+    force: bool,
+) -> CopyPlan:
+    """Server-side copies: the bytes never leave the S3 service."""
+    plan = CopyPlan("copy", source.bucket, target_bucket=target.bucket)
+    listed, pattern = split_wildcard(source.path)
+    if pattern is None and not recursive:
+        entry = _head(client, source)
+        name = source.path.rsplit("/", 1)[-1]
+        key = target.path + name if not target.path or target.path.endswith("/") else target.path
+        pairs = [(entry, key)]
+    else:
+        base = listed if pattern is not None else _as_folder(listed)
+        base = base[: base.rfind("/") + 1]
+        selection = Selection(_relative_pattern(listed, base, pattern), *_filters(selection))
+        folder = _as_folder(target.path)
+        pairs = [
+            (entry, folder + entry.key[len(base) :])
+            for entry in list_remote(client, source.bucket, listed if pattern else base)
+            if not entry.key.endswith("/") and selection.accepts(entry.key[len(base) :])
+        ]
+    existing = {} if force else _remote_index(client, target.bucket, _common_prefix(pairs))
+    for entry, key in pairs:
+        there = existing.get(key)
+        if there is not None and there.size == entry.size and there.etag == entry.etag:
+            plan.skipped += 1
+            continue
+        plan.items.append(
+            CopyItem(entry.key, Path(key), entry.size, entry.modified, entry.etag, target_key=key)
+        )
+    return plan
+
+
+def _common_prefix(pairs: list[tuple[Entry, str]]) -> str:
+    keys = [key for _, key in pairs]
+    prefix = os.path.commonprefix(keys) if keys else ""  # noqa: RUF071 - keys, not paths
+    return prefix[: prefix.rfind("/") + 1]
 
 
 def _plan_download(

@@ -34,6 +34,8 @@ from altus.storage.s3 import S3Client, translate_error
 __all__ = ["CopyItem", "CopyReport", "Transfers"]
 
 MiB = 1 << 20
+MAX_SINGLE_COPY = 5 << 30
+"""S3's limit for one CopyObject request."""
 STREAM_BLOCK = 1 * MiB
 """A big object's parts arrive in blocks of about this size, each written where it goes."""
 
@@ -47,6 +49,8 @@ class CopyItem:
     size: int
     modified: float
     etag: str | None = None
+    target_key: str | None = None
+    """For a copy between buckets: the key it gets there (``path`` is unused)."""
 
 
 @dataclass
@@ -127,6 +131,29 @@ class Transfers:
         self._on_threads(items, self._upload_one, report)
         report.seconds += time.perf_counter() - started
         return report
+
+    def copy(self, items: Sequence[CopyItem], target_bucket: str, report: CopyReport) -> CopyReport:
+        """Server-side copies into ``target_bucket`` (one request each, up to 5 GiB)."""
+        started = time.perf_counter()
+        self._on_threads(items, lambda item, rep: self._copy_one(item, target_bucket, rep), report)
+        report.seconds += time.perf_counter() - started
+        return report
+
+    def _copy_one(self, item: CopyItem, target_bucket: str, report: CopyReport) -> None:
+        source = f"s3://{self.bucket}/{item.key}"
+        try:
+            if item.size > MAX_SINGLE_COPY:
+                raise OSError("objects over 5 GiB cannot be copied between buckets yet")
+            self.client.boto.copy_object(
+                Bucket=target_bucket,
+                Key=item.target_key,
+                CopySource={"Bucket": self.bucket, "Key": item.key},
+            )
+        except Exception as exc:
+            self._failed(report, source, _reason(exc, "copy", source))
+            return
+        self.progress.add(item.size)
+        self._done(report, item)
 
     def _on_threads(
         self,
