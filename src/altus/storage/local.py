@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
+from urllib.parse import quote
 
 from altus.storage.store import Store
 
@@ -22,9 +22,8 @@ class LocalStore(Store):
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        path = Path(root).expanduser().absolute()
-        self.url = path.as_uri()
-        self.root = str(path)
+        self.root = os.path.abspath(os.path.expanduser(os.fspath(root)))
+        self.url = "file://" + quote(self.root)  # what Path.as_uri gives, without pathlib
         self._prefix = self.root.rstrip(os.sep) + os.sep
 
     def path(self, key: str) -> str:

@@ -94,8 +94,8 @@ class Worker:
     job: Job | None = None
     chunks: deque[tuple[int, int]] = field(default_factory=deque)
     """(chunk, attempt) sent to it, the one it runs first."""
-    record: str | None = None
-    """The record of the last chunk sent to it (its environment goes with the first)."""
+    environment: dict[str, str] | None = None
+    """The environment last sent to it: sent again only when a job brings another."""
     ending: bool = False
     """It ran the last task of its only chunk and is committing: it may take the next."""
     idle_since: float = field(default_factory=time.monotonic)
@@ -150,8 +150,7 @@ class Pool:
                 queue=deque((chunk, 0) for chunk in range(command["n_chunks"])),
             )
             if job.environment:  # the pool reads the record too (cancel markers, failures)
-                os.environ.clear()
-                os.environ.update(job.environment)
+                _replace_environ(job.environment)
             self.jobs[(job.url, job.round)] = job
         elif op == "cancel":
             job_or_none = self.jobs.get((command["record"], command["round"]))
@@ -196,7 +195,7 @@ class Pool:
             "chunk": chunk[0],
             "attempt": chunk[1],
         }
-        if worker.record != job.url:
+        if job.environment and worker.environment != job.environment:
             message["environment"] = job.environment
         try:
             os.write(worker.commands, json.dumps(message).encode() + b"\n")
@@ -204,7 +203,9 @@ class Pool:
             job.queue.appendleft(chunk)
             self.kill(worker, "unreachable")
             return
-        worker.job, worker.ending, worker.record = job, False, job.url
+        worker.job, worker.ending = job, False
+        if "environment" in message:
+            worker.environment = job.environment
         worker.chunks.append(chunk)
         job.busy[worker.pid] = worker.key
 
@@ -534,10 +535,17 @@ def _close_fds_but(*keep: int) -> None:
 
 def _apply_environment(environment: dict[str, str], key: str) -> None:
     """Take on the environment of the client that launched the job, then this worker's key."""
-    if environment:
-        os.environ.clear()
-        os.environ.update(environment)
+    _replace_environ(environment)
     _apply_key(key)
+
+
+def _replace_environ(environment: dict[str, str]) -> None:
+    """Make ``os.environ`` equal ``environment``, touching only what differs."""
+    for name in [name for name in os.environ if name not in environment]:
+        del os.environ[name]
+    for name, value in environment.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def _apply_key(key: str) -> None:
