@@ -439,3 +439,41 @@ def test_two_local_paths_are_a_clear_error(tmp_path: Path, run_altus: RunAltus) 
     done = run_altus("data", "cp", str(tmp_path), str(tmp_path / "x"))
     assert done.returncode == 1
     assert "at least one side must be s3://" in done.stderr
+
+
+def test_a_big_download_that_failed_half_way_fetches_only_the_missing_parts(
+    s3_env: dict[str, str], s3_bucket: str, s3: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from altus.storage.copy_plan import execute
+    from altus.storage.s3 import S3Client
+    from altus.storage.transfer import CopyReport, Transfers
+
+    content = os.urandom(8 * MiB + 5)
+    s3.put_object(Bucket=s3_bucket, Key="big/scan.nii.gz", Body=content)
+    client = S3Client()
+    todo = altus.data.plan(f"s3://{s3_bucket}/big/scan.nii.gz", str(tmp_path) + "/", client=client)
+    fetched: list[int] = []
+    network_down_after: list[int | None] = [4 * MiB]
+    real_part = Transfers._download_part
+
+    def flaky_part(self: Transfers, item: Any, fd: int, start: int) -> int:
+        limit = network_down_after[0]
+        if limit is not None and start >= limit:
+            raise OSError("connection lost")
+        fetched.append(start)
+        return real_part(self, item, fd, start)
+
+    monkeypatch.setattr(Transfers, "_download_part", flaky_part)
+    transfers = Transfers(client, s3_bucket, part_size=MiB, parts_in_flight=1)
+    first = execute(todo, transfers, CopyReport())
+    assert len(first.failed) == 1
+    assert not (tmp_path / "scan.nii.gz").exists()  # never a partial file at the final name
+    assert sorted(fetched) == [0, MiB, 2 * MiB, 3 * MiB]
+
+    network_down_after[0] = None
+    fetched.clear()
+    again = execute(todo, Transfers(client, s3_bucket, part_size=MiB), CopyReport())
+    assert again.failed == []
+    assert sorted(fetched) == [i * MiB for i in range(4, 9)]
+    assert (tmp_path / "scan.nii.gz").read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]  # no temp, no ledger

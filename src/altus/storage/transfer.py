@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import secrets
@@ -189,17 +190,13 @@ class Transfers:
         final = str(item.path)
         folder, name = os.path.split(final)
         folder = folder or "."
-        tmp = os.path.join(folder, f".{name}.altus-{os.getpid()}-{secrets.token_hex(4)}")
         try:
             self._make_folder(folder)
             if item.size > self.part_size:
-                self._download_parts(item, tmp)
+                self._download_parts(item, os.path.join(folder, f".{name}.altus-resume"), final)
             else:
-                self._download_whole(item, tmp)
-            os.replace(tmp, final)
+                self._download_whole(item, folder, name, final)
         except Exception as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             self._failed(report, where, _reason(exc, "download", where))
             return
         self._done(report, item)
@@ -213,7 +210,7 @@ class Transfers:
         os.makedirs(folder, exist_ok=True)
         _remove_orphaned_temp_files(folder)
 
-    def _download_whole(self, item: CopyItem, tmp: str) -> None:
+    def _download_whole(self, item: CopyItem, folder: str, name: str, final: str) -> None:
         import obstore
 
         data = obstore.get(self._store, item.key).bytes()
@@ -221,32 +218,64 @@ class Transfers:
             raise OSError(f"got {len(data)} bytes, expected {item.size} (changed while copying?)")
         if self.checksum:
             _check_md5(data, item.etag)
+        tmp = os.path.join(folder, f".{name}.altus-{os.getpid()}-{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             _write_all(fd, memoryview(data), 0)
             os.utime(fd, (item.modified, item.modified))
-        finally:
             os.close(fd)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self.progress.add(len(data))
 
-    def _download_parts(self, item: CopyItem, tmp: str) -> None:
+    def _download_parts(self, item: CopyItem, tmp: str, final: str) -> None:
         """Ranged GETs on ``parts_in_flight`` threads, each streamed to its place in the
-        file in blocks of ``STREAM_BLOCK``: buffers stay small, not one per part."""
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        file in blocks of ``STREAM_BLOCK``: buffers stay small, not one per part.
+
+        The temp file keeps a stable name and a ledger of the parts on disk, so a copy
+        that failed or was killed half-way fetches only the missing parts next time
+        (while the object is unchanged); a lock keeps two copies from sharing it.
+        """
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            _preallocate(fd, item.size)
-            starts = range(0, item.size, self.part_size)
+            _lock_or_fail(fd, tmp)
+            ledger = PartLedger.load(tmp + ".json", self._identity(item))
+            if not ledger.done:
+                os.ftruncate(fd, 0)
+                _preallocate(fd, item.size)
+            missing = [s for s in range(0, item.size, self.part_size) if s not in ledger.done]
+            self.progress.add(item.size - sum(self._part_length(item, s) for s in missing))
             with ThreadPoolExecutor(self.parts_in_flight, thread_name_prefix="altus-part") as pool:
-                for _ in pool.map(lambda start: self._download_part(item, fd, start), starts):
-                    pass
+                for start in pool.map(lambda start: self._download_part(item, fd, start), missing):
+                    ledger.add(start)
             os.utime(fd, (item.modified, item.modified))
+            os.replace(tmp, final)
+            ledger.remove()
         finally:
             os.close(fd)
 
-    def _download_part(self, item: CopyItem, fd: int, start: int) -> None:
+    def _identity(self, item: CopyItem) -> dict[str, Any]:
+        """What must not have changed for the parts on disk to be reused."""
+        return {
+            "key": item.key,
+            "size": item.size,
+            "etag": item.etag,
+            "modified": item.modified,
+            "part_size": self.part_size,
+        }
+
+    def _part_length(self, item: CopyItem, start: int) -> int:
+        return min(start + self.part_size, item.size) - start
+
+    def _download_part(self, item: CopyItem, fd: int, start: int) -> int:
         import obstore
 
-        end = min(start + self.part_size, item.size)
+        end = start + self._part_length(item, start)
         response = obstore.get(self._store, item.key, options={"range": (start, end)})
         offset = start
         for block in response.stream(min_chunk_size=STREAM_BLOCK):
@@ -255,6 +284,7 @@ class Transfers:
             self.progress.add(len(block))
         if offset != end:
             raise OSError(f"part at {start}: got {offset - start} bytes, expected {end - start}")
+        return start
 
     # -- uploads ------------------------------------------------------------------------
 
@@ -281,6 +311,47 @@ class Transfers:
             return
         self.progress.add(item.size)
         self._done(report, item)
+
+
+class PartLedger:
+    """The parts of a big download already on disk, in a JSON file beside its temp file."""
+
+    def __init__(self, path: str, identity: dict[str, Any], done: set[int]) -> None:
+        self.path = path
+        self.identity = identity
+        self.done = done
+
+    @classmethod
+    def load(cls, path: str, identity: dict[str, Any]) -> PartLedger:
+        """The ledger at ``path`` if it describes the same object, else an empty one."""
+        try:
+            with open(path, "rb") as file:
+                saved = json.load(file)
+            if saved.get("identity") == identity:
+                return cls(path, identity, {int(start) for start in saved["done"]})
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return cls(path, identity, set())
+
+    def add(self, start: int) -> None:
+        self.done.add(start)
+        tmp = f"{self.path}.{os.getpid()}"
+        with open(tmp, "w") as file:
+            json.dump({"identity": self.identity, "done": sorted(self.done)}, file)
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def _lock_or_fail(fd: int, path: str) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise OSError(f"another copy is downloading to {path} right now") from None
 
 
 _TEMP_FILE = re.compile(r"^\..+\.altus-(\d+)-[0-9a-f]{8}$")
