@@ -134,6 +134,25 @@ class PeakSampler:
 # -- the machine ---------------------------------------------------------------------------
 
 
+def add_quiet_and_strict_options(parser: Any, when: str) -> None:
+    """``--wait-quiet``, ``--quiet-cpus`` and ``--strict``, the same in every benchmark."""
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help=f"{when} wait up to this long for other processes to leave the "
+        "CPUs idle (under --quiet-cpus busy)",
+    )
+    parser.add_argument(
+        "--quiet-cpus",
+        type=float,
+        default=0.3,
+        help="CPUs' worth of other work that still counts as quiet (0.3)",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any target fails")
+
+
 def save_result(
     out: Path,
     benchmark: str,

@@ -704,21 +704,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds before one section's child process (and everything it "
         "started) is killed; Lithops sections get --lithops-budget on top",
     )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="first wait up to this long for other processes to leave the "
-        "CPUs idle (under --quiet-cpus busy)",
-    )
-    parser.add_argument(
-        "--quiet-cpus",
-        type=float,
-        default=0.3,
-        help="CPUs' worth of other work that still counts as quiet (0.3)",
-    )
-    parser.add_argument("--strict", action="store_true", help="exit 1 if any target fails")
+    c.add_quiet_and_strict_options(parser, "first")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--params-file", help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)

@@ -921,21 +921,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="keep the page cache between runs (default: sync + drop it, as root)",
     )
-    parser.add_argument(
-        "--wait-quiet",
-        type=float,
-        default=0,
-        metavar="SECONDS",
-        help="before the run and each timed command wait up to this long for "
-        "other processes to leave the CPUs idle (under --quiet-cpus busy)",
-    )
-    parser.add_argument(
-        "--quiet-cpus",
-        type=float,
-        default=0.3,
-        help="CPUs' worth of other work that still counts as quiet (0.3)",
-    )
-    parser.add_argument("--strict", action="store_true", help="exit 1 if any target fails")
+    c.add_quiet_and_strict_options(parser, "before the run and each timed command")
     return parser.parse_args(argv)
 
 
