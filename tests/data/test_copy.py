@@ -477,3 +477,31 @@ def test_a_big_download_that_failed_half_way_fetches_only_the_missing_parts(
     assert sorted(fetched) == [i * MiB for i in range(4, 9)]
     assert (tmp_path / "scan.nii.gz").read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scan.nii.gz"]  # no temp, no ledger
+
+
+def test_a_stalled_response_times_out_and_is_retried(
+    s3_env: dict[str, str],
+    s3_bucket: str,
+    s3: Any,
+    s3_server: ServerInfo,
+    fault_proxy: Callable[[str], FaultProxy],
+    tmp_path: Path,
+) -> None:
+    from altus.storage.copy_plan import execute, plan_copy
+    from altus.storage.objects import parse_location
+    from altus.storage.s3 import S3Client, S3Options
+    from altus.storage.transfer import CopyReport, Transfers
+
+    s3.put_object(Bucket=s3_bucket, Key="slow/a.bin", Body=b"a" * 1000)
+    proxy = fault_proxy(s3_server.endpoint)
+    stall = proxy.delay(5, times=1, method="GET", path=r"/slow/a\.bin")
+    client = S3Client(S3Options(endpoint_url=proxy.endpoint, read_timeout=1.0))
+    todo = plan_copy(
+        client, parse_location(f"s3://{s3_bucket}/slow/a.bin"), parse_location(str(tmp_path) + "/")
+    )
+    started = time.monotonic()
+    report = execute(todo, Transfers(client, s3_bucket), CopyReport())
+    assert report.failed == []
+    assert stall.injected == 1
+    assert time.monotonic() - started < 5  # it did not wait out the stall
+    assert (tmp_path / "a.bin").read_bytes() == b"a" * 1000

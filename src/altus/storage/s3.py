@@ -35,7 +35,8 @@ __all__ = ["S3Client", "S3Options", "translate_error"]
 
 DEFAULT_REGION = "us-east-1"
 CONNECT_TIMEOUT = 10.0
-READ_TIMEOUT = 60.0
+REQUEST_TIMEOUT = 600.0
+"""Seconds one transfer request may take in all: generous, since a stall is caught sooner."""
 MAX_RETRIES = 10
 """obstore's retries of one transfer request (throttling, 5xx, dropped connections)."""
 LISTING_ATTEMPTS = 3
@@ -56,6 +57,8 @@ class S3Options:
     region: str | None = None
     anon: bool = False
     """Unsigned requests, for public buckets (``--no-sign-request``)."""
+    read_timeout: float = 30.0
+    """Seconds without a byte before a request counts as stalled and is retried."""
 
 
 @dataclass
@@ -148,7 +151,7 @@ class S3Client:
             signature_version=UNSIGNED if self.options.anon else None,
             retries={"mode": "standard", "max_attempts": LISTING_ATTEMPTS},
             connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
+            read_timeout=self.options.read_timeout,
             s3={"addressing_style": "path"} if self.endpoint_url else None,
             max_pool_connections=32,
         )
@@ -182,7 +185,8 @@ class S3Client:
             "config": config,
             "client_options": {
                 "connect_timeout": timedelta(seconds=CONNECT_TIMEOUT),
-                "timeout": timedelta(seconds=READ_TIMEOUT * 5),
+                "read_timeout": timedelta(seconds=self.options.read_timeout),
+                "timeout": timedelta(seconds=REQUEST_TIMEOUT),
                 "allow_http": bool(endpoint and endpoint.startswith("http://")),
             },
             "retry_config": {
