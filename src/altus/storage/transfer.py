@@ -211,17 +211,25 @@ class Transfers:
         _remove_orphaned_temp_files(folder)
 
     def _download_whole(self, item: CopyItem, folder: str, name: str, final: str) -> None:
+        """One GET, streamed to a temp file in blocks: a thread holds about ``STREAM_BLOCK``
+        of it at a time, so many threads on mid-sized objects stay small in memory."""
         import obstore
 
-        data = obstore.get(self._store, item.key).bytes()
-        if len(data) != item.size:
-            raise OSError(f"got {len(data)} bytes, expected {item.size} (changed while copying?)")
-        if self.checksum:
-            _check_md5(data, item.etag)
         tmp = os.path.join(folder, f".{name}.altus-{os.getpid()}-{secrets.token_hex(4)}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            _write_all(fd, memoryview(data), 0)
+            digest = hashlib.md5(usedforsecurity=False) if self.checksum else None
+            offset = 0
+            for block in obstore.get(self._store, item.key).stream(min_chunk_size=STREAM_BLOCK):
+                _write_all(fd, memoryview(block), offset)
+                offset += len(block)
+                if digest is not None:
+                    digest.update(block)
+                self.progress.add(len(block))
+            if offset != item.size:
+                raise OSError(f"got {offset} bytes, expected {item.size} (changed while copying?)")
+            if digest is not None:
+                _check_md5(digest.hexdigest(), item.etag)
             os.utime(fd, (item.modified, item.modified))
             os.close(fd)
             os.replace(tmp, final)
@@ -231,7 +239,6 @@ class Transfers:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        self.progress.add(len(data))
 
     def _download_parts(self, item: CopyItem, tmp: str, final: str) -> None:
         """Ranged GETs on ``parts_in_flight`` threads, each streamed to its place in the
@@ -377,11 +384,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _check_md5(data: Any, etag: str | None) -> None:
-    """Raise if a single-part object's ETag (its MD5) does not match the bytes."""
+def _check_md5(data_or_digest: Any, etag: str | None) -> None:
+    """Raise if a single-part object's ETag (its MD5) does not match the bytes (or their
+    hex MD5 digest, already computed)."""
     etag = (etag or "").strip('"')
     if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag):
-        digest = hashlib.md5(data, usedforsecurity=False).hexdigest()
+        if isinstance(data_or_digest, str):
+            digest = data_or_digest
+        else:
+            digest = hashlib.md5(data_or_digest, usedforsecurity=False).hexdigest()
         if digest != etag:
             raise OSError(f"checksum mismatch: MD5 {digest}, the server's ETag {etag}")
 
