@@ -45,6 +45,13 @@ def make_tree(root: Path, n: int = 12) -> dict[str, bytes]:
     return files
 
 
+def visible_files(root: Path) -> list[Path]:
+    """Files at their final names (temp files are hidden), none if ``root`` is not there yet."""
+    if not root.exists():
+        return []
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+
 def read_tree(root: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(root)): path.read_bytes()
@@ -246,7 +253,7 @@ def test_interrupted_copy_leaves_no_partial_file_and_a_rerun_finishes(
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len(read_tree(down) if down.exists() else {}) < 11:
+    while time.monotonic() < deadline and len(visible_files(down)) < 11:
         time.sleep(0.05)
     child.send_signal(signal.SIGKILL)
     child.wait()

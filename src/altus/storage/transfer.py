@@ -216,11 +216,12 @@ class Transfers:
         import obstore
 
         tmp = os.path.join(folder, f".{name}.altus-{os.getpid()}-{secrets.token_hex(4)}")
+        response = obstore.get(self._store, item.key)  # no temp file until the server answers
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             digest = hashlib.md5(usedforsecurity=False) if self.checksum else None
             offset = 0
-            for block in obstore.get(self._store, item.key).stream(min_chunk_size=STREAM_BLOCK):
+            for block in response.stream(min_chunk_size=STREAM_BLOCK):
                 _write_all(fd, memoryview(block), offset)
                 offset += len(block)
                 if digest is not None:
