@@ -88,7 +88,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
     state_dir = tmp_path_factory.mktemp("s3-server")
     info = server.start(state_dir=state_dir)
     yield info
-    server.stop(state_dir=state_dir)
+    server.stop(state_dir=state_dir, timeout=5)  # its data is throwaway: no long grace
 
 
 @pytest.fixture
