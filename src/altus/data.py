@@ -29,7 +29,7 @@ from altus.storage.objects import (
 from altus.storage.s3 import S3Client, S3Options
 from altus.storage.transfer import CopyReport, Progress, Transfers
 
-__all__ = ["CopyReport", "Entry", "copy", "filesystem", "ls", "open", "plan"]
+__all__ = ["CopyReport", "Entry", "copy", "filesystem", "ls", "open", "plan", "run"]
 
 
 def _client(
@@ -88,6 +88,18 @@ def copy(
     todo = plan(
         src, dst, recursive=recursive, include=include, exclude=exclude, force=force, client=client
     )
+    return run(todo, client, concurrency=concurrency, checksum=checksum, progress=progress)
+
+
+def run(
+    todo: CopyPlan,
+    client: S3Client,
+    *,
+    concurrency: int = 64,
+    checksum: bool = False,
+    progress: Any = None,
+) -> CopyReport:
+    """Carry out a plan from ``plan``; refused keys count as failed in the report."""
     report = CopyReport(skipped=todo.skipped, failed=list(todo.refused))
     transfers = Transfers(
         client, todo.bucket, concurrency=concurrency, checksum=checksum, progress=Progress(progress)

@@ -198,8 +198,7 @@ def _copy(
     **options: Any,
 ) -> None:
     import altus.data
-    from altus.storage.copy_plan import execute
-    from altus.storage.transfer import CopyReport, Progress, Transfers
+    from altus.storage.transfer import CopyReport
 
     client = _client(options)
     todo = altus.data.plan(
@@ -211,16 +210,15 @@ def _copy(
         force=force,
         client=client,
     )
-    report = CopyReport(skipped=todo.skipped, failed=list(todo.refused))
     if dry_run:
         _print_plan(todo, as_json)
+        report = CopyReport(skipped=todo.skipped, failed=list(todo.refused))
     else:
         bar = None if quiet or as_json else _progress_bar(todo.total_bytes, len(todo.items))
-        transfers = Transfers(
-            client, todo.bucket, concurrency=concurrency, checksum=checksum, progress=Progress(bar)
-        )
         try:
-            execute(todo, transfers, report)
+            report = altus.data.run(
+                todo, client, concurrency=concurrency, checksum=checksum, progress=bar
+            )
         finally:
             if bar is not None:
                 bar.close()
@@ -302,7 +300,7 @@ def rm(url: str, recursive: bool, dry_run: bool, **options: Any) -> None:
         for key in keys:
             click.echo(f"(dry run) remove s3://{location.bucket}/{_printable(key)}")
         return
-    _delete(client, location.bucket, keys)
+    client.delete_keys(location.bucket, keys)
     click.echo(f"removed {len(keys)} objects", err=True)
 
 
@@ -319,21 +317,6 @@ def _keys_to_remove(client: S3Client, location: Any, recursive: bool) -> list[st
         path += "/"
     entries = remote_entries(client, Location(location.bucket, path), recursive=True)
     return [entry.key for entry in entries if not entry.is_folder]
-
-
-def _delete(client: S3Client, bucket: str, keys: list[str]) -> None:
-    from altus.storage.s3 import translate_error
-
-    for start in range(0, len(keys), 1000):
-        batch = [{"Key": key} for key in keys[start : start + 1000]]
-        try:
-            answer = client.boto.delete_objects(
-                Bucket=bucket, Delete={"Objects": batch, "Quiet": True}
-            )
-        except Exception as exc:
-            raise translate_error(exc, "remove", f"s3://{bucket}/") from exc
-        for error in answer.get("Errors", ()):
-            raise AltusError(f"remove s3://{bucket}/{error['Key']}: {error.get('Code')}")
 
 
 @data.command()

@@ -23,7 +23,7 @@ from altus.storage.objects import (
     list_remote,
     split_wildcard,
 )
-from altus.storage.s3 import S3Client
+from altus.storage.s3 import S3Client, translate_error
 from altus.storage.safety import local_target
 from altus.storage.transfer import CopyItem, CopyReport, Transfers
 
@@ -195,8 +195,6 @@ def _plan_upload(
 
 def _head(client: S3Client, location: Location) -> Entry:
     import obstore
-
-    from altus.storage.s3 import translate_error
 
     try:
         meta = obstore.head(client.store(location.bucket), location.path)

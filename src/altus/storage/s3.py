@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,8 @@ REQUEST_TIMEOUT = 600.0
 """Seconds one transfer request may take in all: generous, since a stall is caught sooner."""
 MAX_RETRIES = 10
 """obstore's retries of one transfer request (throttling, 5xx, dropped connections)."""
+DELETE_BATCH = 1000
+"""Keys per DeleteObjects request, S3's limit."""
 LISTING_ATTEMPTS = 3
 """botocore's attempts per listing or delete request: enough for throttling, and a dead
 endpoint fails within seconds (botocore waits up to 2, then 4 s) rather than minutes."""
@@ -87,6 +89,20 @@ class S3Client:
         if self._boto is None:
             self._boto = self._make_boto_client()
         return self._boto
+
+    def delete_keys(self, bucket: str, keys: Sequence[str]) -> None:
+        """Delete ``keys`` with DeleteObjects, ``DELETE_BATCH`` at a time; a key S3 would
+        not delete raises, naming it."""
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = [{"Key": key} for key in keys[start : start + DELETE_BATCH]]
+            try:
+                answer = self.boto.delete_objects(
+                    Bucket=bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+            except Exception as exc:
+                raise translate_error(exc, "remove", f"s3://{bucket}/{batch[0]['Key']}") from exc
+            for error in answer.get("Errors", ()):
+                raise StoreError(f"remove s3://{bucket}/{error['Key']}: {error.get('Code')}")
 
     def store(self, bucket: str) -> S3Store:
         """An obstore store for one bucket (transfers)."""

@@ -20,9 +20,6 @@ from altus.storage.store import Store
 
 __all__ = ["S3Store"]
 
-DELETE_BATCH = 1000
-"""Keys per DeleteObjects request, S3's limit."""
-
 
 class S3Store(Store):
     """Keys below ``prefix`` in ``bucket``, reached through ``client``."""
@@ -90,15 +87,7 @@ class S3Store(Store):
             raise self._error(exc, "delete", key) from exc
 
     def delete_tree(self, prefix: str) -> None:
-        keys = [self.key(name) for name in self.list(prefix)]
-        for start in range(0, len(keys), DELETE_BATCH):
-            batch = [{"Key": key} for key in keys[start : start + DELETE_BATCH]]
-            try:
-                self.client.boto.delete_objects(
-                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
-                )
-            except Exception as exc:
-                raise self._error(exc, "delete", prefix) from exc
+        self.client.delete_keys(self.bucket, [self.key(name) for name in self.list(prefix)])
 
     def child(self, prefix: str) -> Store:
         return S3Store(self.bucket, self.key(prefix.strip("/")), self.client)
