@@ -94,7 +94,7 @@ class Contender:
 
 def contenders(systems: list[str], quick: bool) -> list[Contender]:
     peers = [
-        Contender("altus", "altus", "defaults (--concurrency 64, 16 MiB parts x 6)"),
+        Contender("altus", "altus", "defaults (--concurrency 64; 64 MiB parts down, 16 up, x 6)"),
         Contender("s5cmd", "s5cmd", "defaults (--numworkers 256; 50 MiB parts x 5)"),
         Contender("aws", "aws", "defaults (10 requests, 8 MiB parts)"),
         Contender("rclone", "rclone", "defaults (--transfers 4, 5 MiB parts x 4)"),

@@ -106,6 +106,44 @@ def test_a_big_object_comes_in_parts_whole_and_leaves_no_temp_file(
     assert s3.get_object(Bucket=s3_bucket, Key="again/data.bin")["Body"].read() == content
 
 
+def test_big_downloads_take_signed_ranged_gets_and_obstore_only_when_they_fail(
+    s3_env: dict[str, str],
+    s3_bucket: str,
+    s3: Any,
+    s3_server: ServerInfo,
+    fault_proxy: Callable[[str], FaultProxy],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import obstore
+
+    content = os.urandom(40 * MiB + 7)
+    s3.put_object(Bucket=s3_bucket, Key="big/fast.bin", Body=content)
+    real_get = obstore.get
+    ranged_by_obstore: list[Any] = []
+
+    def counting_get(store: Any, key: str, *, options: Any = None) -> Any:
+        if options and "range" in options:
+            ranged_by_obstore.append(options["range"])
+        return real_get(store, key, options=options)
+
+    monkeypatch.setattr(obstore, "get", counting_get)
+    report = altus.data.copy(f"s3://{s3_bucket}/big/fast.bin", str(tmp_path / "fast.bin"))
+    assert (report.failed, ranged_by_obstore) == ([], [])  # all three parts over signed URLs
+    assert (tmp_path / "fast.bin").read_bytes() == content
+
+    proxy = fault_proxy(s3_server.endpoint)
+    reset = proxy.reset(2, method="GET", path=r"/big/fast\.bin")
+    again = altus.data.copy(
+        f"s3://{s3_bucket}/big/fast.bin", str(tmp_path / "again.bin"), endpoint_url=proxy.endpoint
+    )
+    assert again.failed == []
+    assert reset.injected == 2  # the fast path's GET, then obstore's first try, which it retried
+    assert ranged_by_obstore  # the part that failed, and any not started yet, went to obstore
+    assert (tmp_path / "again.bin").read_bytes() == content
+    assert sorted(os.listdir(tmp_path)) == ["again.bin", "fast.bin"]
+
+
 def test_wildcards_include_and_exclude_select_keys(
     s3_env: dict[str, str], s3_bucket: str, tmp_path: Path
 ) -> None:
@@ -463,15 +501,17 @@ def test_a_big_download_that_failed_half_way_fetches_only_the_missing_parts(
     network_down_after: list[int | None] = [4 * MiB]
     real_part = Transfers._download_part
 
-    def flaky_part(self: Transfers, item: Any, fd: int, start: int) -> int:
+    def flaky_part(self: Transfers, item: Any, fd: int, start: int, *fast: Any) -> int:
         limit = network_down_after[0]
         if limit is not None and start >= limit:
             raise OSError("connection lost")
         fetched.append(start)
-        return real_part(self, item, fd, start)
+        return real_part(self, item, fd, start, *fast)
 
     monkeypatch.setattr(Transfers, "_download_part", flaky_part)
-    transfers = Transfers(client, s3_bucket, part_size=MiB, parts_in_flight=1)
+    transfers = Transfers(
+        client, s3_bucket, part_size=MiB, download_part_size=MiB, parts_in_flight=1
+    )
     first = execute(todo, transfers, CopyReport())
     assert len(first.failed) == 1
     assert not (tmp_path / "scan.nii.gz").exists()  # never a partial file at the final name
@@ -479,7 +519,9 @@ def test_a_big_download_that_failed_half_way_fetches_only_the_missing_parts(
 
     network_down_after[0] = None
     fetched.clear()
-    again = execute(todo, Transfers(client, s3_bucket, part_size=MiB), CopyReport())
+    again = execute(
+        todo, Transfers(client, s3_bucket, part_size=MiB, download_part_size=MiB), CopyReport()
+    )
     assert again.failed == []
     assert sorted(fetched) == [i * MiB for i in range(4, 9)]
     assert (tmp_path / "scan.nii.gz").read_bytes() == content

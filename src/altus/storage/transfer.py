@@ -4,7 +4,9 @@ A copy is planned first (what goes where, what is already there, which keys
 are refused) and then run over obstore: small objects one request each on a
 pool of threads, a big object in ranged parts streamed to their place in the
 file, so memory stays near ``parts_in_flight`` blocks whatever the object's
-size. Uploads above ``part_size`` are multipart. obstore retries 5xx answers
+size. Those parts go first over a signed URL into reused buffers
+(``ranged_get``), obstore taking over if that fails. Uploads above
+``part_size`` are multipart. obstore retries 5xx answers
 (503 SlowDown included), dropped connections and timeouts with exponential
 backoff and jitter.
 
@@ -17,8 +19,8 @@ name and a rerun skips what is complete (same size, same time).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -30,9 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from altus.storage.ranged_get import SignedRanges
 from altus.storage.s3 import S3Client, translate_error
 
 __all__ = ["CopyItem", "CopyReport", "Transfers"]
+
+log = logging.getLogger(__name__)
 
 MiB = 1 << 20
 MAX_SINGLE_COPY = 5 << 30
@@ -110,11 +115,16 @@ class Transfers:
     bucket: str
     concurrency: int = 64
     part_size: int = 16 * MiB
+    download_part_size: int = 64 * MiB
+    """The largest range one thread fetches of a big object: from a local SeaweedFS, 64 MiB
+    parts made a 1 GiB download a tenth faster than 16 MiB ones (fewer, longer disk reads)."""
     parts_in_flight: int = 6
     checksum: bool = False
     """Also compare MD5 sums with the server's ETags, where an ETag is one (not multipart)."""
     progress: Progress = field(default_factory=Progress)
     _folders: set[str] = field(default_factory=set)
+    _fast_failed: bool = False
+    """Set once a signed ranged GET failed: the remaining parts all go through obstore."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def download(self, items: Sequence[CopyItem], report: CopyReport) -> CopyReport:
@@ -219,7 +229,7 @@ class Transfers:
         response = obstore.get(self._store, item.key)  # no temp file until the server answers
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            digest = hashlib.md5(usedforsecurity=False) if self.checksum else None
+            digest = _md5() if self.checksum else None
             offset = 0
             for block in response.stream(min_chunk_size=STREAM_BLOCK):
                 _write_all(fd, memoryview(block), offset)
@@ -256,11 +266,21 @@ class Transfers:
             if not ledger.done:
                 os.ftruncate(fd, 0)
                 _preallocate(fd, item.size)
-            missing = [s for s in range(0, item.size, self.part_size) if s not in ledger.done]
-            self.progress.add(item.size - sum(self._part_length(item, s) for s in missing))
-            with ThreadPoolExecutor(self.parts_in_flight, thread_name_prefix="altus-part") as pool:
-                for start in pool.map(lambda start: self._download_part(item, fd, start), missing):
-                    ledger.add(start)
+            step = self._download_step(item)
+            missing = [s for s in range(0, item.size, step) if s not in ledger.done]
+            self.progress.add(item.size - sum(min(s + step, item.size) - s for s in missing))
+            fast = SignedRanges.for_object(self._store, item.key, self.client.options.read_timeout)
+            try:
+                with ThreadPoolExecutor(
+                    self.parts_in_flight, thread_name_prefix="altus-part"
+                ) as pool:
+                    for start in pool.map(
+                        lambda s: self._download_part(item, fd, s, fast), missing
+                    ):
+                        ledger.add(start)
+            finally:
+                if fast is not None:
+                    fast.close()
             os.utime(fd, (item.modified, item.modified))
             os.replace(tmp, final)
             ledger.remove()
@@ -274,16 +294,37 @@ class Transfers:
             "size": item.size,
             "etag": item.etag,
             "modified": item.modified,
-            "part_size": self.part_size,
+            "part_size": self._download_step(item),
         }
 
-    def _part_length(self, item: CopyItem, start: int) -> int:
-        return min(start + self.part_size, item.size) - start
+    def _download_step(self, item: CopyItem) -> int:
+        """Each part's size: enough parts to keep every thread busy, none over
+        ``download_part_size`` nor under ``part_size``."""
+        per_thread = -(-item.size // self.parts_in_flight)
+        per_thread = -(-per_thread // MiB) * MiB
+        return max(self.part_size, min(self.download_part_size, per_thread))
 
-    def _download_part(self, item: CopyItem, fd: int, start: int) -> int:
+    def _download_part(
+        self, item: CopyItem, fd: int, start: int, fast: SignedRanges | None = None
+    ) -> int:
         import obstore
 
-        end = start + self._part_length(item, start)
+        end = min(start + self._download_step(item), item.size)
+        if fast is not None and not self._fast_failed:
+            got = [0]
+
+            def write(block: memoryview, offset: int) -> None:
+                _write_all(fd, block, offset)
+                got[0] += len(block)
+                self.progress.add(len(block))
+
+            try:
+                fast.fetch(start, end, write)
+                return start
+            except Exception as exc:  # obstore retries it, with its backoff and messages
+                log.debug("fast ranged GET failed (%s); obstore takes over", type(exc).__name__)
+                self._fast_failed = True
+                self.progress.add(-got[0])
         response = obstore.get(self._store, item.key, options={"range": (start, end)})
         offset = start
         for block in response.stream(min_chunk_size=STREAM_BLOCK):
@@ -393,9 +434,15 @@ def _check_md5(data_or_digest: Any, etag: str | None) -> None:
         if isinstance(data_or_digest, str):
             digest = data_or_digest
         else:
-            digest = hashlib.md5(data_or_digest, usedforsecurity=False).hexdigest()
+            digest = _md5(data_or_digest).hexdigest()
         if digest != etag:
             raise OSError(f"checksum mismatch: MD5 {digest}, the server's ETag {etag}")
+
+
+def _md5(data: bytes = b"") -> Any:
+    import hashlib  # only for --checksum: loading OpenSSL's hashes costs 10 ms at start-up
+
+    return hashlib.md5(data, usedforsecurity=False)
 
 
 def _preallocate(fd: int, size: int) -> None:
