@@ -95,10 +95,7 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -106,6 +103,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from altus import detached
 from altus.config import resolve_paths
 from altus.errors import ServerError
 
@@ -147,15 +145,6 @@ _PROBE_SECONDS = 2.0
 _KILL_WAIT_SECONDS = 5.0
 _LOG_TAIL_LINES = 3
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-
-# Started by ``python -c`` so that weed is its grandchild: reparented at once, it is
-# never a zombie of (nor a ResourceWarning in) the process that called start().
-_LAUNCHER = """\
-import subprocess, sys
-child = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=sys.stderr,
-                         stderr=sys.stderr, start_new_session=True)
-print(child.pid)
-"""
 
 
 @dataclass(frozen=True)
@@ -283,8 +272,8 @@ def _launch(state: Path, data_dir: Path, port: int | None, timeout: float) -> Se
         raise ServerError(f"{data_dir}: cannot create the data folder: {exc.strerror}") from exc
     access_key, secret_key = _credentials(state)
     ports = _choose_ports(port)
-    _write_private(state / IDENTITIES_FILE, _identities(access_key, secret_key))
-    _write_private(state / SECURITY_FILE, _security_toml())
+    detached.write_private(state / IDENTITIES_FILE, _identities(access_key, secret_key))
+    detached.write_private(state / SECURITY_FILE, _security_toml())
     started = time.time()
     pid = _spawn(_weed_command(weed, state, data_dir, ports), state)
     record = _Record(
@@ -296,7 +285,7 @@ def _launch(state: Path, data_dir: Path, port: int | None, timeout: float) -> Se
         started=started,
         ports=ports,
     )
-    _write_private(state / RECORD_FILE, json.dumps(dataclasses.asdict(record), indent=2))
+    detached.write_private(state / RECORD_FILE, json.dumps(dataclasses.asdict(record), indent=2))
     info = _info(record, secret_key)
     try:
         _wait_until_ready(info, state, timeout)
@@ -341,25 +330,10 @@ def _local_socket_options(state: Path) -> dict[str, str]:
 def _spawn(command: list[str], state: Path) -> int:
     """Start weed in its own session, detached from this process; return its pid."""
     environment = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(state)}
-    with _open_private(state / LOG_FILE) as log:
-        try:
-            done = subprocess.run(
-                [sys.executable, "-I", "-c", _LAUNCHER, *command],
-                cwd=state,
-                env=environment,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                umask=0o077,
-                timeout=30,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise ServerError(f"cannot start {command[0]}: {exc}") from exc
-    pid = done.stdout.decode(errors="replace").strip()
-    if done.returncode != 0 or not pid.isdigit():
-        raise ServerError(f"cannot start {command[0]}; {_log_hint(state)}")
-    return int(pid)
+    try:
+        return detached.spawn(command, cwd=state, env=environment, log=state / LOG_FILE)
+    except detached.SpawnFailed as exc:
+        raise ServerError(f"cannot start {command[0]}: {exc}; {_log_hint(state)}") from exc
 
 
 def _wait_until_ready(info: ServerInfo, state: Path, timeout: float) -> None:
@@ -516,7 +490,7 @@ def _credentials(state: Path) -> tuple[str, str]:
         return str(data["access_key"]), str(data["secret_key"])
     access_key = "ALTUS" + secrets.token_hex(8).upper()
     secret_key = secrets.token_hex(20)
-    _write_private(path, json.dumps({"access_key": access_key, "secret_key": secret_key}))
+    detached.write_private(path, json.dumps({"access_key": access_key, "secret_key": secret_key}))
     return access_key, secret_key
 
 
@@ -557,41 +531,8 @@ def _tmp_sockets(ports: Mapping[str, int]) -> list[Path]:
     return paths
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` atomically into a file that is 0600 from the moment it exists."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(descriptor, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def _open_private(path: Path) -> Iterator[int]:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(descriptor, 0o600)
-        yield descriptor
-    finally:
-        os.close(descriptor)
-
-
 def _log_hint(state: Path) -> str:
-    """One line naming the log and quoting its last lines."""
-    path = state / LOG_FILE
-    try:
-        with path.open("rb") as stream:
-            stream.seek(max(0, path.stat().st_size - 4096))
-            text = stream.read().decode(errors="replace")
-    except OSError:
-        return f"see {path}"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    tail = " | ".join(lines[-_LOG_TAIL_LINES:])
-    return f"see {path}, which ends: {tail}" if tail else f"see {path} (empty)"
+    return detached.log_tail(state / LOG_FILE, _LOG_TAIL_LINES)
 
 
 @contextlib.contextmanager
@@ -650,7 +591,7 @@ def _is_server(pid: int, data_dir: str) -> bool:
     """Whether ``pid`` is a live weed serving ``data_dir`` (not a reused pid, not a zombie)."""
     proc = Path(f"/proc/{pid}")
     if not Path("/proc/self").is_dir():
-        return _pid_exists(pid)  # no procfs (macOS): trust the pid
+        return detached.pid_exists(pid)  # no procfs (macOS): trust the pid
     try:
         state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
         arguments = (proc / "cmdline").read_bytes().split(b"\0")
@@ -659,39 +600,11 @@ def _is_server(pid: int, data_dir: str) -> bool:
     return state != "Z" and os.fsencode(f"-dir={data_dir}") in arguments
 
 
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _terminate(pid: int, data_dir: str, timeout: float) -> None:
     """SIGTERM weed's process group, SIGKILL it if it is still there after ``timeout``."""
-    _signal_group(pid, signal.SIGTERM)
-    if _wait_gone(pid, data_dir, timeout):
-        return
-    _signal_group(pid, signal.SIGKILL)
-    if not _wait_gone(pid, data_dir, _KILL_WAIT_SECONDS):
-        raise ServerError(f"the S3 server (pid {pid}) is still running after SIGKILL")
-
-
-def _signal_group(pid: int, signum: signal.Signals) -> None:
     try:
-        os.killpg(pid, signum)  # weed leads its own session, so its group id is its pid
-    except ProcessLookupError:
-        return
+        gone = detached.stop_group(pid, lambda: _is_server(pid, data_dir), timeout)
     except PermissionError as exc:
         raise ServerError(f"not allowed to stop the S3 server (pid {pid}): {exc}") from exc
-
-
-def _wait_gone(pid: int, data_dir: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while _is_server(pid, data_dir):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL_SECONDS)
-    return True
+    if not gone:
+        raise ServerError(f"the S3 server (pid {pid}) is still running after SIGKILL")
