@@ -10,13 +10,14 @@ they reach ``altus.cli.main``, which prints one line.
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+
+from altus.cli.output import print_fields, print_json
 
 if TYPE_CHECKING:
     from altus.storage.server import ServerInfo
@@ -85,7 +86,7 @@ def _start(port: int | None, data_dir: Path | None, as_json: bool) -> None:
     started_now = info.started >= asked
     if as_json:
         environment = info.environment()
-        _print_json({**_public(info), "started_now": started_now, "environment": environment})
+        print_json({**_public(info), "started_now": started_now, "environment": environment})
         return
     verb = "started" if started_now else "already running"
     click.echo(f"S3 server {verb} at {info.endpoint} (pid {info.pid})", err=True)
@@ -99,11 +100,11 @@ def _status(as_json: bool) -> None:
 
     info = server.status()
     if as_json:
-        _print_json({"running": False} if info is None else _public(info))
+        print_json({"running": False} if info is None else _public(info))
     elif info is None:
         click.echo("no S3 server is running")
     else:
-        _print_fields(_status_fields(info))
+        print_fields(_status_fields(info))
     if info is None:
         click.get_current_context().exit(EXIT_NOT_RUNNING)
 
@@ -113,7 +114,7 @@ def _stop(as_json: bool) -> None:
 
     stopped = server.stop()
     if as_json:
-        _print_json({"stopped": stopped})
+        print_json({"stopped": stopped})
     else:
         click.echo("stopped the S3 server" if stopped else "no S3 server was running")
 
@@ -132,13 +133,3 @@ def _status_fields(info: ServerInfo) -> list[tuple[str, str]]:
         ("data", info.data_dir),
         ("started", started),
     ]
-
-
-def _print_fields(fields: list[tuple[str, str]]) -> None:
-    width = max(len(name) for name, _ in fields)
-    for name, value in fields:
-        click.echo(f"{name.ljust(width)}  {value}")
-
-
-def _print_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2))

@@ -8,13 +8,12 @@ Errors are not handled here: they reach ``altus.cli.main``, which prints one lin
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from altus.cli.output import first_line, format_time, print_fields, print_json, print_table
 from altus.errors import AltusError
 
 if TYPE_CHECKING:
@@ -25,7 +24,6 @@ __all__ = ["jobs"]
 STATES = ("pending", "running", "done", "failed", "cancelled")
 LOG_TASK_LIMIT = 20
 ERROR_ROW_LIMIT = 50
-MESSAGE_WIDTH = 80
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,12 +67,12 @@ def list_jobs(store: str | None, as_json: bool) -> None:
 
     summaries = sorted(altus.jobs(store=store), key=lambda summary: summary.created, reverse=True)
     if as_json:
-        _print_json([dataclasses.asdict(summary) for summary in summaries])
+        print_json([dataclasses.asdict(summary) for summary in summaries])
     elif not summaries:
         click.echo("no jobs in this store", err=True)
     else:
         headers = ("ID", "NAME", "FUNCTION", "BACKEND", "STATE", "DONE", "FAILED", "TASKS")
-        _print_table((*headers, "CREATED", "HOST"), [_summary_row(s) for s in summaries])
+        print_table((*headers, "CREATED", "HOST"), [_summary_row(s) for s in summaries])
 
 
 @jobs.command()
@@ -88,13 +86,13 @@ def show(job_id: str, store: str | None, as_json: bool) -> None:
     if as_json:
         spec = dataclasses.asdict(job.spec)
         errors_json = [dataclasses.asdict(error) for error in errors]
-        _print_json({"spec": spec, "state": state, "counts": counts, "errors": errors_json})
+        print_json({"spec": spec, "state": state, "counts": counts, "errors": errors_json})
         return
-    _print_fields(_spec_fields(job, state, counts))
+    print_fields(_spec_fields(job, state, counts))
     if errors:
         click.echo(f"\nfailed tasks ({len(errors)})")
         rows = [_error_row(error) for error in errors[:ERROR_ROW_LIMIT]]
-        _print_table(("TASK", "ERROR", "MESSAGE"), rows)
+        print_table(("TASK", "ERROR", "MESSAGE"), rows)
         if len(errors) > ERROR_ROW_LIMIT:
             click.echo(f"... and {len(errors) - ERROR_ROW_LIMIT} more (--json lists them all)")
 
@@ -119,7 +117,7 @@ def logs(job_id: str, task: int | None, store: str | None, as_json: bool) -> Non
     selection, entries, more = _select_logs(job)
     if as_json:
         logs_json = [dataclasses.asdict(entry) for entry in entries]
-        _print_json({"job": job.id, "selection": selection, "more": more, "logs": logs_json})
+        print_json({"job": job.id, "selection": selection, "more": more, "logs": logs_json})
         return
     for entry in entries:
         _print_log_block(entry)
@@ -189,7 +187,7 @@ def _summary_row(summary: JobSummary) -> tuple[object, ...]:
         counts.get("done", 0),
         counts.get("failed", 0),
         summary.n_tasks,
-        _format_time(summary.created, seconds=False),
+        format_time(summary.created, seconds=False),
         summary.host,
     )
 
@@ -209,19 +207,19 @@ def _spec_fields(job: Job, state: str, counts: dict[str, int]) -> list[tuple[str
         ("tasks", f"{spec.n_tasks} in {spec.n_chunks} chunks, retries {spec.retries}"),
         ("timeout", timeout),
         ("counts", ", ".join(f"{name} {counts.get(name, 0)}" for name in STATES)),
-        ("created", f"{_format_time(spec.created)} on {spec.host} by {spec.user}"),
+        ("created", f"{format_time(spec.created)} on {spec.host} by {spec.user}"),
         ("versions", f"altus {spec.altus_version}, python {spec.python}"),
     ]
 
 
 def _error_row(error: TaskErrorInfo) -> tuple[object, ...]:
-    return (error.task, error.error_type, _first_line(error.message))
+    return (error.task, error.error_type, first_line(error.message))
 
 
 def _print_task_logs(job: Job, task: int, as_json: bool) -> None:
     entry = job.logs(task)
     if as_json:
-        _print_json(dataclasses.asdict(entry))
+        print_json(dataclasses.asdict(entry))
         return
     click.echo(entry.stdout, nl=False)
     click.echo(entry.stderr, nl=False, err=True)
@@ -262,31 +260,3 @@ def _note_selection(job_id: str, selection: str, shown: int, more: bool) -> None
         click.echo(f"showing the first {shown} {kind}; there are more ({hint})", err=True)
     elif selection == "output":
         click.echo(f"no failed tasks; showed the {shown} {kind}", err=True)
-
-
-def _print_fields(fields: Sequence[tuple[str, str]]) -> None:
-    width = max(len(name) for name, _ in fields)
-    for name, value in fields:
-        click.echo(f"{name.ljust(width)}  {value}")
-
-
-def _print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-    cells = [list(headers), *([_first_line(str(value)) for value in row] for row in rows)]
-    widths = [max(len(row[column]) for row in cells) for column in range(len(headers))]
-    for row in cells:
-        padded = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        click.echo("  ".join(padded).rstrip())
-
-
-def _print_json(data: object) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= MESSAGE_WIDTH else line[: MESSAGE_WIDTH - 1] + "…"
-
-
-def _format_time(epoch: float, *, seconds: bool = True) -> str:
-    pattern = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
-    return time.strftime(pattern, time.localtime(epoch))
