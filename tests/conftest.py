@@ -23,17 +23,29 @@ XDG_FOLDERS = {
     "XDG_CONFIG_HOME": "config",
     "XDG_DATA_HOME": "data",
     "XDG_STATE_HOME": "state",
+    "XDG_CACHE_HOME": "cache",
 }
+
+
+@pytest.fixture(scope="session")
+def uv_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """uv's package cache, shared by the whole session so each wheel is downloaded once.
+
+    A ``UV_CACHE_DIR`` set outside the tests (a CI cache) is kept.
+    """
+    given = os.environ.get("UV_CACHE_DIR")
+    return Path(given) if given else tmp_path_factory.mktemp("uv-cache")
 
 
 @pytest.fixture(autouse=True)
 def clean_environ(
-    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory, uv_cache_dir: Path
 ) -> Path:
     """Clear ``AWS_*`` and ``ALTUS_*``; point XDG folders and AWS files at a fresh home.
 
-    Returns that home, whose ``config``, ``data`` and ``state`` folders are the
-    XDG config, data and state homes for this test and any process it starts.
+    Returns that home, whose ``config``, ``data``, ``state`` and ``cache``
+    folders are the XDG homes for this test and any process it starts. uv's
+    package cache is the session's (``uv_cache_dir``), not under that home.
     """
     for name in list(os.environ):
         if name.startswith(("AWS_", "ALTUS_")):
@@ -41,6 +53,7 @@ def clean_environ(
     home = tmp_path_factory.mktemp("home")
     for variable, folder in XDG_FOLDERS.items():
         monkeypatch.setenv(variable, str(home / folder))
+    monkeypatch.setenv("UV_CACHE_DIR", str(uv_cache_dir))
     # Without these, an AWS SDK would still read ~/.aws or ask the EC2 metadata service.
     monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "aws" / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "aws" / "credentials"))

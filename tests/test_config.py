@@ -47,15 +47,22 @@ def test_paths_follow_xdg_variables(project: Path, clean_environ: Path) -> None:
         config_dir=clean_environ / "config" / "altus",
         data_dir=clean_environ / "data" / "altus",
         state_dir=clean_environ / "state" / "altus",
+        cache_dir=clean_environ / "cache" / "altus",
     )
 
 
 def test_paths_fall_back_to_home_and_ignore_relative_xdg_values(tmp_path: Path) -> None:
-    environ = {"HOME": str(tmp_path), "XDG_DATA_HOME": "relative/data", "XDG_STATE_HOME": ""}
+    environ = {
+        "HOME": str(tmp_path),
+        "XDG_DATA_HOME": "relative/data",
+        "XDG_STATE_HOME": "",
+        "XDG_CACHE_HOME": "relative/cache",
+    }
     paths = load_settings(environ=environ, cwd=tmp_path).paths
     assert paths.config_dir == tmp_path / ".config" / "altus"
     assert paths.data_dir == tmp_path / ".local" / "share" / "altus"
     assert paths.state_dir == tmp_path / ".local" / "state" / "altus"
+    assert paths.cache_dir == tmp_path / ".cache" / "altus"
 
 
 def test_default_store_is_under_the_data_dir(project: Path, clean_environ: Path) -> None:

@@ -15,7 +15,14 @@ import altus.errors
 DOCUMENTED = ["AltusError", "Executor", "Job", "Knot", "__version__", "jobs"]
 """What README.md and issue 2 promise at the top level."""
 
-PUBLIC_MODULES = ["altus", "altus.batch", "altus.errors", "altus.config", "altus.storage"]
+PUBLIC_MODULES = [
+    "altus",
+    "altus.batch",
+    "altus.errors",
+    "altus.config",
+    "altus.storage",
+    "altus.envs",
+]
 
 
 def test_all_is_exactly_the_documented_names() -> None:

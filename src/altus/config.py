@@ -49,6 +49,7 @@ class Paths:
     config_dir: Path
     data_dir: Path
     state_dir: Path
+    cache_dir: Path
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,13 @@ def load_settings(
 
 
 def resolve_paths(environ: Mapping[str, str]) -> Paths:
-    """The XDG config, data and state directories for altus, ignoring relative values."""
+    """The XDG config, data, state and cache directories for altus, ignoring relative values."""
     home = Path(environ.get("HOME") or Path.home())
     return Paths(
         config_dir=_xdg_dir(environ, "XDG_CONFIG_HOME", home / ".config"),
         data_dir=_xdg_dir(environ, "XDG_DATA_HOME", home / ".local" / "share"),
         state_dir=_xdg_dir(environ, "XDG_STATE_HOME", home / ".local" / "state"),
+        cache_dir=_xdg_dir(environ, "XDG_CACHE_HOME", home / ".cache"),
     )
 
 

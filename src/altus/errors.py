@@ -18,6 +18,8 @@ the CLI, only ever has to catch ``AltusError``. Storage keeps the built-in
      │    └── JobNotFound         no record with that id in the store
      ├── SubmitError              the function or an input cannot be sent to a worker
      ├── JobLost                  nothing is running the job's unfinished tasks any more
+     ├── EnvError                 an environment cannot be read, built or found
+     ├── NotebookError            a notebook server cannot be started, reached or stopped
      └── TaskError                a task did not produce a result
           ├── TaskFailed          the function raised and the exception cannot be rebuilt
           ├── TaskTimeout         the task ran past the knot's timeout
@@ -32,8 +34,10 @@ __all__ = [
     "BackendError",
     "BackendUnavailable",
     "ConfigError",
+    "EnvError",
     "JobLost",
     "JobNotFound",
+    "NotebookError",
     "RecordError",
     "ServerError",
     "StoreError",
@@ -89,6 +93,18 @@ class SubmitError(AltusError):
 
 class JobLost(AltusError):
     """The job has unfinished tasks but nothing is running them any more."""
+
+
+class EnvError(AltusError):
+    """An environment spec cannot be read, its environment cannot be built, or none matches a name.
+
+    A failed resolve or build carries the resolver's (or postBuild's) own words, condensed so that
+    the first line of the message says what went wrong.
+    """
+
+
+class NotebookError(AltusError):
+    """A notebook server could not be started, reached or stopped, or was asked for wrongly."""
 
 
 class TaskError(AltusError):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from altus.cli.options import json_option
 from altus.cli.output import first_line, format_time, print_fields, print_json, print_table
 from altus.errors import AltusError
 
@@ -38,12 +39,6 @@ def _store_option(command: F) -> F:
     )(command)
 
 
-def _json_option(command: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")(
-        command
-    )
-
-
 def _job_argument(command: F) -> F:
     return click.argument("job_id", metavar="ID")(command)
 
@@ -60,7 +55,7 @@ def jobs() -> None:
 
 @jobs.command("list")
 @_store_option
-@_json_option
+@json_option
 def list_jobs(store: str | None, as_json: bool) -> None:
     """List the jobs in the store, newest first."""
     import altus
@@ -78,7 +73,7 @@ def list_jobs(store: str | None, as_json: bool) -> None:
 @jobs.command()
 @_job_argument
 @_store_option
-@_json_option
+@json_option
 def show(job_id: str, store: str | None, as_json: bool) -> None:
     """Show a job's spec, its task counts by state and its failed tasks."""
     job = _attach(job_id, store)
@@ -101,7 +96,7 @@ def show(job_id: str, store: str | None, as_json: bool) -> None:
 @_job_argument
 @click.argument("task", type=click.IntRange(min=0), required=False)
 @_store_option
-@_json_option
+@json_option
 def logs(job_id: str, task: int | None, store: str | None, as_json: bool) -> None:
     """Print the captured stdout and stderr of TASK, or of the failed tasks.
 

@@ -35,7 +35,13 @@ class LazyGroup(NamedTuple):
 
 COMMAND_GROUPS: Mapping[str, LazyGroup] = {
     "data": LazyGroup("altus.cli.data:data", "Copy, sync, list and serve data in S3, fast."),
+    "env": LazyGroup(
+        "altus.cli.env:env", "Build, list and remove cached environments (Binder-style files, uv)."
+    ),
     "jobs": LazyGroup("altus.cli.jobs:jobs", "List, inspect, cancel, retry and remove batch jobs."),
+    "notebook": LazyGroup(
+        "altus.cli.notebook:notebook", "Secure JupyterLab servers that stop when idle."
+    ),
 }
 
 
