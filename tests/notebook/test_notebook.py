@@ -327,3 +327,19 @@ def test_a_requirement_that_does_not_resolve_is_one_line(
     assert "altus-no-such-package-xyz" in done.stderr
     assert "Traceback" not in done.stderr
     assert json.loads(run_altus("notebook", "list", "--json").stdout) == []
+
+
+def test_a_proxy_setting_does_not_reach_the_server_and_a_port_is_reused_at_once(
+    notebook_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens: a proxy would fail
+    first = altus.notebook.start(notebook_root, name="first", idle_timeout=0)
+    port = first.record.port
+    altus.notebook.stop("first")
+    second = altus.notebook.start(notebook_root, name="second", port=port, idle_timeout=0)
+    assert (second.record.port, second.notes) == (port, [])
+    [state] = altus.notebook.servers()
+    assert state.kernels == 0  # the API answered through no proxy

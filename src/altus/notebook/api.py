@@ -23,7 +23,12 @@ class ServerAPI:
         self.base = record.api_url.rstrip("/")
         self._headers = {"Authorization": f"token {token}"}
         self._timeout = timeout
-        self._context = _tls_context(record) if self.base.startswith("https:") else None
+        context = _tls_context(record) if self.base.startswith("https:") else None
+        # No proxy: an http_proxy without 127.0.0.1 in no_proxy (common on clusters)
+        # would send the token to the proxy and never reach the server.
+        self._opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+        )
 
     def status(self) -> dict[str, Any]:
         """``started``, ``last_activity``, ``connections`` and ``kernels`` (counts)."""
@@ -48,8 +53,8 @@ class ServerAPI:
             f"{self.base}{path}?no_track_activity=1", data=data, method=method,
             headers=self._headers | ({"Content-Type": "application/json"} if data else {}),
         )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=self._timeout, context=self._context) as r:
-            text = r.read()
+        with self._opener.open(request, timeout=self._timeout) as response:
+            text = response.read()
         return json.loads(text) if text else None
 
 

@@ -303,6 +303,8 @@ def _idle_policy(config: dict[str, Any], idle_timeout: float) -> dict[str, Any]:
 def _free_port(bind: str, wanted: int) -> int:
     for port in range(wanted, wanted + PORTS_TO_TRY):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As the server binds: a port left in TIME_WAIT by a server just stopped is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((bind, port))
             except OSError:
