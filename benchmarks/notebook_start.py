@@ -37,8 +37,8 @@ of ``--repeats`` runs. Every server started here is stopped, also on Ctrl-C,
 SIGTERM or an error; at the end no process that mentions the run's temp folder
 may be left (any is ended and named in the report).
 
-    python benchmarks/notebook_start.py            # full run, about 3 minutes on 2 cores
-    python benchmarks/notebook_start.py --quick    # smoke run, 2 repeats
+    python benchmarks/notebook_start.py            # full run, about 4 minutes on 2 cores
+    python benchmarks/notebook_start.py --quick    # smoke run, 2 repeats, under 2 minutes
 """
 
 from __future__ import annotations
@@ -199,6 +199,12 @@ def processes_mentioning(marker: Path) -> list[int]:
     return found
 
 
+def _command_line(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:300]
+    return "?"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -267,9 +273,9 @@ def altus_stop(
     """Stop a server through altus; whether its process was still there afterwards."""
     argv = [bench.tools["altus"], "notebook", "stop", name]
     stopped = run_command(bench, argv, env, "stop")
-    pid = record.get("pid") if record else None
+    pid = (record or {}).get("pid")
     left = isinstance(pid, int) and _pid_alive(pid)
-    if left:
+    if isinstance(pid, int) and left:
         end_processes([pid])
     return {"wall_s": stopped["wall_s"], "ok": stopped["ok"], "server_left_running": left}
 
@@ -608,8 +614,11 @@ def write_specs(root: Path, requirements: Path | None) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def started_bench(cfg: dict[str, Any], tools: dict[str, str]) -> Iterator[Bench]:
-    """A temp folder for everything; on the way out, no process of this run left, folder gone."""
+def started_bench(
+    cfg: dict[str, Any], tools: dict[str, str], machine: dict[str, Any]
+) -> Iterator[Bench]:
+    """A temp folder for everything; on the way out, any process of this run still there is
+    named in ``machine["leftover_processes"]`` and ended, and the folder removed."""
     root = Path(tempfile.mkdtemp(prefix="altus-nbstart-", dir=cfg["work_dir"]))
     try:
         requirements = Path(cfg["requirements"]).resolve() if cfg["requirements"] else None
@@ -625,10 +634,10 @@ def started_bench(cfg: dict[str, Any], tools: dict[str, str]) -> Iterator[Bench]
         )
     finally:
         leftovers = processes_mentioning(root)
+        machine["leftover_processes"] = {pid: _command_line(pid) for pid in leftovers}
         if leftovers:
             log(f"WARNING: processes of this run still there: {leftovers}; ending them")
             end_processes(leftovers)
-        cfg["leftover_pids"] = leftovers
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -769,8 +778,8 @@ def _notes(cfg: dict[str, Any], machine: dict[str, Any]) -> list[str]:
             f"WARNING: other processes kept {busy:.2f} CPUs busy when the run began; "
             "figures from a busy machine are noisy"
         )
-    if cfg.get("leftover_pids"):
-        notes.append(f"WARNING: processes left running at the end (ended): {cfg['leftover_pids']}")
+    for pid, command in machine.get("leftover_processes", {}).items():
+        notes.append(f"WARNING: left running at the end (ended now): pid {pid}: {command[:120]}")
     return notes
 
 
@@ -844,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"notebook_start: {', '.join(w.key for w in chosen)}, {cfg['repeats']} repeat(s)")
     started = time.perf_counter()
     outcomes: dict[str, Outcome] = {}
-    with started_bench(cfg, tools) as bench:
+    with started_bench(cfg, tools, machine) as bench:
         machine |= {"tools": tools, "user_uv_cache": bench.user_uv_cache}
         machine["dropped_variables"] = sorted(set(DROPPED_VARIABLES) & set(os.environ))
         for section in ("notebook", "build"):

@@ -128,6 +128,8 @@ def test_public_needs_a_password_and_serves_tls_with_a_login(
         password=PASSWORD + "\n",
     )  # fmt: skip
     assert server["url"].startswith(f"https://{socket.gethostname()}:")
+    names = certificate_names(Path(server["certfile"]))
+    assert {socket.gethostname(), "localhost", "127.0.0.1"} <= names
     assert not any(PASSWORD.encode() in line for line in command_lines())
     config = (records.server_folder(server["name"]) / "jupyter_server_config.json").read_text()
     assert PASSWORD not in config
@@ -140,6 +142,14 @@ def test_public_needs_a_password_and_serves_tls_with_a_login(
 
     assert login(base, cafile, "not the password") == 401  # the login page again, refused
     assert login(base, cafile, PASSWORD) == 302  # on to the app
+
+
+def certificate_names(path: Path) -> set[str]:
+    from cryptography import x509
+
+    certificate = x509.load_pem_x509_certificate(path.read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return {str(name.value) for name in names}
 
 
 def login(base: str, cafile: str, password: str) -> int:
@@ -292,6 +302,9 @@ def test_open_writes_a_private_page_and_tunnel_prints_ssh(
     page = Path(done.stdout.strip())
     assert stat.S_IMODE(page.stat().st_mode) == 0o600
     assert f"{record.url}?token={record.token()}" in page.read_text()
+    logs = run_altus("notebook", "logs", "page", "-n", "200")
+    assert "Jupyter Server" in logs.stdout
+    assert record.token() not in logs.stdout
     tunnel = run_altus("notebook", "tunnel", "user@cluster", "--port", "8890")
     assert tunnel.stdout.strip() == "ssh -N -L 8890:127.0.0.1:8890 user@cluster"
 
