@@ -197,7 +197,7 @@ def _spec_fields(job: Job, state: str, counts: dict[str, int]) -> list[tuple[str
         ("name", spec.name or "-"),
         ("state", state),
         ("function", spec.function),
-        ("backend", spec.backend),
+        ("backend", _backend_line(job)),
         ("resources", resources),
         ("tasks", f"{spec.n_tasks} in {spec.n_chunks} chunks, retries {spec.retries}"),
         ("timeout", timeout),
@@ -205,6 +205,17 @@ def _spec_fields(job: Job, state: str, counts: dict[str, int]) -> list[tuple[str
         ("created", f"{format_time(spec.created)} on {spec.host} by {spec.user}"),
         ("versions", f"altus {spec.altus_version}, python {spec.python}"),
     ]
+
+
+def _backend_line(job: Job) -> str:
+    """The backend's name, and what it says of the job (Slurm: states and pending reasons)."""
+    if job.finished():
+        return job.spec.backend
+    try:
+        details = job.backend.describe(job.record)
+    except AltusError as exc:
+        details = f"cannot ask it: {exc}"
+    return f"{job.spec.backend}: {details}" if details else job.spec.backend
 
 
 def _error_row(error: TaskErrorInfo) -> tuple[object, ...]:

@@ -19,6 +19,8 @@ __all__ = ["BUILTIN", "Backend", "Launch", "Resources", "get_backend", "known_ba
 BUILTIN: Mapping[str, tuple[str, str | None]] = MappingProxyType(
     {
         "local": ("altus.batch.backends.local:LocalBackend", None),
+        "slurm": ("altus.batch.backends.slurm:SlurmBackend", None),
+        "dask": ("altus.batch.backends.dask:DaskBackend", "dask"),
     }
 )
 """name → ("module:Class", the pip extra it needs or None)."""

@@ -7,16 +7,20 @@ on typed records, so a new backend (Slurm, Dask, AWS Batch) is small.
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, ClassVar
 
 from altus.batch.record import JobRecord
 from altus.errors import ConfigError
 
-__all__ = ["Backend", "Launch", "Resources"]
+__all__ = ["Backend", "Launch", "Resources", "cancel_on_interrupt", "worker_environment"]
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -96,6 +100,53 @@ class Backend(ABC):
         """Why nothing runs the record any more, when the backend knows (for ``JobLost``)."""
         return None
 
+    def describe(self, record: JobRecord) -> str | None:
+        """What the engine says of the record's workers, for ``altus jobs show`` (a queue's
+        states and reasons); None where there is nothing to add."""
+        return None
+
     def wait_for_change(self, record: JobRecord, timeout: float) -> None:
         """Block until the record may have changed; backends that can push events do better."""
         time.sleep(timeout)
+
+
+def worker_environment() -> dict[str, str]:
+    """The client's environment, with its import path, so workers import what it imports."""
+    paths = [entry or os.getcwd() for entry in sys.path]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
+
+
+_launched: list[tuple[Backend, JobRecord, int]] = []
+_hook_lock = threading.Lock()
+
+
+def cancel_on_interrupt(backend: Backend, record: JobRecord, round_: int) -> None:
+    """If an uncaught Ctrl-C ends this process, cancel this launch first (unless it ended):
+    Ctrl-C leaves nothing running, on any backend. A process that dies otherwise leaves
+    its jobs running, for a later ``Job.attach``."""
+    with _hook_lock:
+        if not _launched:
+            previous = sys.excepthook
+
+            def hook(
+                kind: type[BaseException], value: BaseException, tb: TracebackType | None
+            ) -> None:
+                if issubclass(kind, KeyboardInterrupt):
+                    _cancel_launched()
+                previous(kind, value, tb)
+
+            sys.excepthook = hook
+        _launched.append((backend, record, round_))
+
+
+def _cancel_launched() -> None:
+    for backend, record, round_ in _launched:
+        try:
+            chunks = range(record.n_chunks(round_))
+            size = sum(len(record.chunk_tasks(round_, chunk)) for chunk in chunks)
+            finished = len(record.recorded_tasks(round_)) >= size
+            if not finished and not record.is_cancelled(round_):
+                record.cancel(round_)
+                backend.cancel(record, round_)
+        except Exception as exc:  # one unreachable record must not keep the others running
+            print(f"altus: could not cancel {record.id}: {exc}", file=sys.stderr)

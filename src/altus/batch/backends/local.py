@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, ClassVar
 
-from altus.batch.backends.base import Backend, Launch, Resources
+from altus.batch.backends.base import Backend, Launch, Resources, worker_environment
 from altus.batch.record import JobRecord
 from altus.config import load_settings
 from altus.errors import BackendError
@@ -88,7 +88,7 @@ class _Pool:
                 stdout=subprocess.PIPE,
                 stderr=log,
                 start_new_session=True,
-                env={**_worker_environment(), "ALTUS_POOL_LOG": str(self.log_path)},
+                env={**worker_environment(), "ALTUS_POOL_LOG": str(self.log_path)},
             )
         assert self.process.stdin is not None
         assert self.process.stdout is not None
@@ -147,12 +147,6 @@ class _Pool:
         for url, round_ in list(self.active):
             JobRecord.open(url).cancel(round_)
             self.send(op="cancel", record=url, round=round_)
-
-
-def _worker_environment() -> dict[str, str]:
-    """The client's environment, with its import path, so workers import what it imports."""
-    paths = [entry or os.getcwd() for entry in sys.path]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 
 _pool: _Pool | None = None
@@ -214,7 +208,7 @@ class LocalBackend(Backend):
             keys=keys[: max(1, launch.n_chunks)],
             retries=record.spec.retries,
             timeout=record.spec.timeout,
-            environment=_worker_environment(),
+            environment=worker_environment(),
         )
 
     def cancel(self, record: JobRecord, round_: int) -> None:

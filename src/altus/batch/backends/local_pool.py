@@ -23,7 +23,6 @@ import contextlib
 import json
 import mmap
 import os
-import pickle
 import selectors
 import signal
 import struct
@@ -35,7 +34,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from altus.batch.record import BatchName, Commit, JobRecord
+from altus.batch.failures import (
+    TASK_TIMEOUT,
+    WORKER_DIED,
+    DeathCounter,
+    death_reason,
+    record_failures,
+    unrecorded_tasks,
+)
+from altus.batch.record import BatchName, JobRecord
 from altus.errors import AltusError
 
 __all__ = ["main"]
@@ -66,12 +73,12 @@ class Job:
     queue: deque[tuple[int, int]] = field(default_factory=deque)
     busy: dict[int, str] = field(default_factory=dict)
     """pid → environment key of the workers running its chunks."""
-    deaths: dict[int, int] = field(default_factory=dict)
-    """task → how many workers died running it."""
-    chunk_deaths: dict[int, int] = field(default_factory=dict)
-    """chunk → how many workers died in it between tasks."""
+    deaths: DeathCounter = field(init=False)
     cancelled: bool = False
     _record: JobRecord | None = None
+
+    def __post_init__(self) -> None:
+        self.deaths = DeathCounter(self.retries)
 
     @property
     def record(self) -> JobRecord:
@@ -315,12 +322,12 @@ class Pool:
 
     def _charge_chunk(self, job: Job, chunk: tuple[int, int], status: int) -> bool:
         """A worker died between tasks (loading the function, say): True once it gave up."""
-        job.chunk_deaths[chunk[0]] = deaths = job.chunk_deaths.get(chunk[0], 0) + 1
-        if deaths <= job.retries:
+        deaths = job.deaths.charge_chunk(chunk[0])
+        if deaths is None:
             return False
-        reason = _describe(status)
+        reason = death_reason(status)
         message = f"{reason} before running a task of chunk {chunk[0]} ({deaths} attempts)"
-        self._fail_rest(job, chunk, reason, message, "altus.errors.WorkerDied")
+        self._fail_rest(job, chunk, reason, message, WORKER_DIED)
         return True
 
     def _charge(
@@ -329,15 +336,13 @@ class Pool:
         """A worker died under ``task``: fail it now (timeout) or after ``retries`` deaths."""
         if worker.kill_reason == "timeout":
             message = f"task {task} ran past the timeout of {job.timeout:g} s and was killed"
-            self._record_failures(
-                job, chunk, [task], "timeout", "altus.errors.TaskTimeout", message
-            )
+            self._record_failures(job, chunk, [task], "timeout", TASK_TIMEOUT, message)
             return
-        job.deaths[task] = job.deaths.get(task, 0) + 1
-        if job.deaths[task] > job.retries:
-            reason = _describe(status)
-            message = f"{reason} while running task {task} ({job.deaths[task]} attempts)"
-            self._record_failures(job, chunk, [task], reason, "altus.errors.WorkerDied", message)
+        deaths = job.deaths.charge_task(task)
+        if deaths is not None:
+            reason = death_reason(status)
+            message = f"{reason} while running task {task} ({deaths} attempts)"
+            self._record_failures(job, chunk, [task], reason, WORKER_DIED, message)
 
     def _fail_rest(
         self,
@@ -350,10 +355,7 @@ class Pool:
         """Fail every task of the chunk that has no status yet."""
         if chunk is None:
             return
-        recorded = job.record.recorded_tasks(job.round)
-        tasks = [
-            task for task in job.record.chunk_tasks(job.round, chunk[0]) if task not in recorded
-        ]
+        tasks = unrecorded_tasks(job.record, job.round, chunk[0])
         if tasks:
             self._record_failures(job, chunk, tasks, reason, error, message)
 
@@ -366,18 +368,8 @@ class Pool:
         error: str,
         message: str,
     ) -> None:
-        n = len(tasks)
-        failure = {"exit_reason": reason, "error_type": error, "message": message, "traceback": ""}
-        commit = Commit(
-            tasks,
-            clock=time.time(),
-            start=[0.0] * n,
-            duration=[0.0] * n,
-            peak_memory=[0] * n,
-            failures={str(task): failure for task in tasks},
-        )
         name = BatchName(job.round, chunk[0], chunk[1], f"died{tasks[0]}")
-        if job.record.commit(name, commit, pickle.dumps([None] * len(tasks))):
+        if record_failures(job.record, name, tasks, reason, error, message):
             self.emit(ev="commit", record=job.url, batch=str(name))
 
     # -- watching ------------------------------------------------------------------------
@@ -446,13 +438,6 @@ def _split_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-
-
-def _describe(status: int) -> str:
-    if os.WIFSIGNALED(status):
-        number = os.WTERMSIG(status)
-        return f"worker died: signal {number} ({signal.Signals(number).name})"
-    return f"worker died: exit code {os.WEXITSTATUS(status)}"
 
 
 # -- the worker side ---------------------------------------------------------------------

@@ -1,0 +1,198 @@
+"""``backend="slurm"``: one Slurm job array per launch, one element per chunk.
+
+Each element runs ``python -m altus.batch.supervisor RECORD CHUNK --round R``
+(``supervisor.py``): it retries a chunk's dead workers under the record's
+rule and resumes from the record when Slurm requeues it (``--requeue``: node
+failure, preemption). The job script is written into the record
+(``backend/slurm-r<R>.sh``) and kept for inspection; the array's job id goes
+into ``backend/slurm.json``, so any process that can read the record can
+watch (``squeue``) or cancel (``scancel``) it.
+
+Options, from ``Knot(func, backend="slurm", **options)``: ``partition``,
+``account``, ``qos``, ``throttle`` (elements at once, ``%N``),
+``sbatch_options`` (a list of extra ``--flag=value`` strings), ``python``
+(the interpreter on the nodes; default: the client's), ``log_dir`` (where
+Slurm writes each element's own output; default: the record's folder for a
+``file://`` record, else this machine's state folder). ``resources`` map to
+``--cpus-per-task``, ``--mem``, ``--gres=gpu:N`` and ``--time``.
+
+The record must live where every node can read it: a shared filesystem, or
+``s3://``. Nothing here checks that; a worker that cannot read it fails its
+element, which ``altus jobs show`` reports with Slurm's state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+from altus.batch.backends.base import (
+    Backend,
+    Launch,
+    Resources,
+    cancel_on_interrupt,
+    worker_environment,
+)
+from altus.batch.record import JobRecord
+from altus.config import load_settings
+from altus.errors import BackendError, BackendUnavailable
+
+__all__ = ["SlurmBackend", "job_script"]
+
+STATE = "slurm"
+COMMAND_TIMEOUT = 60
+_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+
+
+class SlurmBackend(Backend):
+    name: ClassVar[str] = "slurm"
+
+    def launch(self, launch: Launch) -> None:
+        record = launch.record
+        options = dict(record.spec.backend_options)
+        script = job_script(record, launch.round, launch.resources, options)
+        key = f"backend/slurm-r{launch.round}.sh"
+        record.store.write(key, script.encode())
+        path = _local_script(record, key, script)
+        last = launch.n_chunks - 1
+        throttle = options.get("throttle") or launch.workers
+        array = f"0-{last}" + (f"%{int(throttle)}" if throttle else "")
+        output = _sbatch(["--parsable", f"--array={array}", str(path)], worker_environment())
+        job_id = output.strip().split(";")[0]
+        state = record.backend_state(STATE) or {"rounds": {}}
+        state["rounds"][str(launch.round)] = job_id
+        record.write_backend_state(STATE, state)
+        cancel_on_interrupt(self, record, launch.round)
+
+    def cancel(self, record: JobRecord, round_: int) -> None:
+        job_id = _job_ids(record).get(round_)
+        if job_id:
+            _run(["scancel", job_id], check=False)
+
+    def is_active(self, record: JobRecord) -> bool:
+        return any(state in _ACTIVE for state, _reason in self._states(record).values())
+
+    def why_inactive(self, record: JobRecord) -> str | None:
+        states = self._states(record)
+        ended = {f"{element} {state}" for element, (state, _r) in states.items()}
+        if not ended:
+            return "Slurm no longer knows the job's array (it ended a while ago)"
+        return "Slurm ended its elements: " + ", ".join(sorted(ended)[:5])
+
+    def describe(self, record: JobRecord) -> str | None:
+        """Slurm's view: the array's job ids and each element's state and reason."""
+        ids = _job_ids(record)
+        if not ids:
+            return None
+        states = self._states(record)
+        shown = [f"{element} {state} ({reason})" for element, (state, reason) in states.items()]
+        jobs = ", ".join(ids.values())
+        return f"slurm job {jobs}: " + ("; ".join(shown[:10]) or "no longer in squeue")
+
+    def _states(self, record: JobRecord) -> dict[str, tuple[str, str]]:
+        """``element → (state, reason)`` of every element squeue still lists."""
+        ids = _job_ids(record)
+        if not ids:
+            return {}
+        done = _run(
+            ["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%r",
+             f"--jobs={','.join(ids.values())}"],
+            check=False,
+        )  # fmt: skip
+        states = {}
+        for line in done.stdout.splitlines():
+            element, _, rest = line.strip().partition("|")
+            state, _, reason = rest.partition("|")
+            if element:
+                states[element] = (state, reason)
+        return states
+
+
+def job_script(
+    record: JobRecord, round_: int, resources: Resources, options: dict[str, Any]
+) -> str:
+    """The sbatch script of one launch: directives, then the supervisor of element N."""
+    python = str(options.get("python") or sys.executable)
+    log_dir = _log_dir(record, options)
+    directives = [
+        f"--job-name=altus-{record.id}"[:120],
+        f"--output={log_dir}/%A_%a.out",
+        "--requeue",
+        "--open-mode=append",
+        *_resource_flags(resources),
+        *(f"--{name}={options[name]}" for name in ("partition", "account", "qos") if options.get(name)),
+        *[str(flag) for flag in options.get("sbatch_options", ())],
+    ]  # fmt: skip
+    command = [python, "-m", "altus.batch.supervisor", record.url]
+    lines = ["#!/bin/bash", *(f"#SBATCH {flag}" for flag in directives)]
+    lines += [
+        "# Written by altus: one element per chunk of the job record.",
+        f'exec {shlex.join(command)} "$SLURM_ARRAY_TASK_ID" --round {round_}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _resource_flags(resources: Resources) -> list[str]:
+    flags = [f"--cpus-per-task={resources.cpus}"]
+    if resources.memory:
+        flags.append(f"--mem={math.ceil(resources.memory / (1 << 20))}M")
+    if resources.gpus:
+        flags.append(f"--gres=gpu:{resources.gpus}")
+    if resources.time:
+        flags.append(f"--time={math.ceil(resources.time / 60)}")
+    return flags
+
+
+def _log_dir(record: JobRecord, options: dict[str, Any]) -> str:
+    if options.get("log_dir"):
+        return str(options["log_dir"])
+    if record.url.startswith("file://"):
+        return record.url.removeprefix("file://").rstrip("/") + "/backend"
+    return str(load_settings().paths.state_dir / "slurm-logs")
+
+
+def _local_script(record: JobRecord, key: str, script: str) -> Path:
+    """sbatch reads the script from a local file; one copy in the state folder."""
+    folder = load_settings().paths.state_dir / "slurm-scripts"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{record.id}-{Path(key).name}"
+    path.write_text(script)
+    log_dir = Path(_log_dir(record, dict(record.spec.backend_options)))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _job_ids(record: JobRecord) -> dict[int, str]:
+    state = record.backend_state(STATE) or {}
+    return {int(round_): str(job) for round_, job in state.get("rounds", {}).items()}
+
+
+def _sbatch(arguments: list[str], environment: dict[str, str]) -> str:
+    """Submit; the elements get ``environment`` (sbatch exports the caller's by default)."""
+    done = _run(["sbatch", *arguments], check=False, env=environment)
+    if done.returncode != 0:
+        message = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        raise BackendError(f"Slurm refused the job array: {message}")
+    return done.stdout
+
+
+def _run(
+    command: list[str], *, check: bool, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    if shutil.which(command[0]) is None:
+        raise BackendUnavailable(
+            f"Slurm is not installed on this machine (no {command[0]} on PATH)"
+        )
+    try:
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=check,
+            env=env or dict(os.environ),
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise BackendError(f"{command[0]} did not answer within {COMMAND_TIMEOUT} s") from exc

@@ -1,0 +1,172 @@
+"""Run one chunk to its end on this host, whatever its worker does: the unit of work of
+backends that start a process per chunk elsewhere (a Slurm array element)::
+
+    python -m altus.batch.supervisor RECORD_URL CHUNK [--round R]
+
+It forks a worker for the chunk and watches which task the worker runs (a
+shared-memory slot, as the local pool does). If the worker dies, the death is
+charged to that task (or to the chunk, between tasks) under the record's
+retry rule (``failures``), and a fresh worker goes on with the tasks that
+have no outcome yet; a task past its timeout is killed and fails. It exits 0
+once every task of the chunk has an outcome, or the round was cancelled.
+
+Attempts are numbered past any this chunk already has in the record, so a
+supervisor that Slurm requeued (node failure, preemption, walltime) resumes
+where the record says, and never writes a batch under a name already used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import mmap
+import os
+import re
+import signal
+import struct
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+
+from altus.batch.failures import (
+    TASK_TIMEOUT,
+    WORKER_DIED,
+    DeathCounter,
+    death_reason,
+    record_failures,
+    unrecorded_tasks,
+)
+from altus.batch.record import BatchName, JobRecord
+
+__all__ = ["main", "supervise"]
+
+SLOT = struct.Struct("qd")  # task index (-1: none), time.time() it started
+POLL_SECONDS = 0.1
+CANCEL_CHECK_SECONDS = 1.0
+TIMEOUT_GRACE = 2.0
+_ATTEMPT = re.compile(r"^r(\d+)-c(\d+)-a(\d+)")
+
+
+class _SlotMonitor:
+    def __init__(self, shared: mmap.mmap) -> None:
+        self.shared = shared
+
+    def task_started(self, task: int, wall_time: float) -> None:
+        SLOT.pack_into(self.shared, 0, task, wall_time)
+
+    def committed(self, batch: str, n_tasks: int) -> None:
+        pass
+
+    def chunk_ending(self) -> None:
+        pass
+
+
+def supervise(record: JobRecord, round_: int, chunk: int) -> int:
+    """Run the chunk's tasks until each has an outcome; the exit status for the element."""
+    spec = record.spec
+    deaths = DeathCounter(spec.retries)
+    shared = mmap.mmap(-1, SLOT.size)
+    attempt = next_attempt(record, round_, chunk)
+    # Every death either charges a task or the chunk, so this many attempts always suffice;
+    # the bound only guards against a record that refuses the failures being committed.
+    last = attempt + (len(unrecorded_tasks(record, round_, chunk)) + 1) * (spec.retries + 1)
+    while attempt <= last and unrecorded_tasks(record, round_, chunk):
+        if record.is_cancelled(round_):
+            return 0
+        SLOT.pack_into(shared, 0, -1, 0.0)
+        pid = _fork_worker(record, round_, chunk, attempt, shared)
+        status, reason = _watch(pid, shared, spec.timeout, record, round_)
+        if reason == "cancelled" or (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
+            return 0
+        task, _started = SLOT.unpack_from(shared, 0)
+        first = task if task >= 0 else min(unrecorded_tasks(record, round_, chunk))
+        name = BatchName(round_, chunk, attempt, f"died{first}")
+        if reason == "timeout":
+            message = f"task {task} ran past the timeout of {spec.timeout:g} s and was killed"
+            record_failures(record, name, [task], "timeout", TASK_TIMEOUT, message)
+        elif task >= 0:
+            count = deaths.charge_task(task)
+            if count is not None:
+                why = death_reason(status)
+                message = f"{why} while running task {task} ({count} attempts)"
+                record_failures(record, name, [task], why, WORKER_DIED, message)
+        elif (count := deaths.charge_chunk(chunk)) is not None:
+            why = death_reason(status)
+            message = f"{why} before running a task of chunk {chunk} ({count} attempts)"
+            rest = unrecorded_tasks(record, round_, chunk)
+            record_failures(record, name, rest, why, WORKER_DIED, message)
+        attempt += 1
+    return 0 if not unrecorded_tasks(record, round_, chunk) else 1
+
+
+def next_attempt(record: JobRecord, round_: int, chunk: int) -> int:
+    """One past the highest attempt this chunk has claimed or committed (0 for none)."""
+    highest = -1
+    names = [*record.status_names(), *record.store.children("claims")]
+    for name in names:
+        match = _ATTEMPT.match(name)
+        if match and int(match[1]) == round_ and int(match[2]) == chunk:
+            highest = max(highest, int(match[3]))
+    return highest + 1
+
+
+def _fork_worker(
+    record: JobRecord, round_: int, chunk: int, attempt: int, shared: mmap.mmap
+) -> int:
+    from altus.batch.worker import install_alarm, run_chunk
+
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 0
+    try:
+        os.setpgid(0, 0)  # a group of its own: a kill takes what its tasks started too
+        install_alarm()
+        run_chunk(record, round_, chunk, attempt, monitor=_SlotMonitor(shared))
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _watch(
+    pid: int, shared: mmap.mmap, timeout: float | None, record: JobRecord, round_: int
+) -> tuple[int, str | None]:
+    """Wait for the worker; kill it past a task's timeout or when the round is cancelled."""
+    next_check = time.monotonic() + CANCEL_CHECK_SECONDS
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status, None
+        task, started = SLOT.unpack_from(shared, 0)
+        if timeout and task >= 0 and time.time() - started > timeout + TIMEOUT_GRACE:
+            return _kill(pid), "timeout"
+        if time.monotonic() >= next_check:
+            next_check = time.monotonic() + CANCEL_CHECK_SECONDS
+            if record.is_cancelled(round_):
+                return _kill(pid), "cancelled"
+        time.sleep(POLL_SECONDS)
+
+
+def _kill(pid: int) -> int:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    return os.waitpid(pid, 0)[1]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m altus.batch.supervisor",
+        description="Run one chunk of an altus job record to its end, retrying dead workers.",
+    )
+    parser.add_argument("record", help="URL of the job record (its folder in a store)")
+    parser.add_argument("chunk", type=int)
+    parser.add_argument("--round", type=int, default=0, dest="round_")
+    args = parser.parse_args(argv)
+    return supervise(JobRecord.open(args.record), args.round_, args.chunk)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""The Dask backend: the shared batch suite on one Dask cluster for the session, plus
+a local cluster of the client's own and an unreachable scheduler."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import altus
+from abstract import tasks
+from abstract.batch import BatchBackendSuite
+from altus.errors import BackendError
+
+
+@pytest.fixture(scope="session")
+def dask_address() -> Iterator[str]:
+    """A scheduler and two one-thread worker processes, as a user's cluster would be."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    yield cluster.scheduler_address
+    cluster.close()
+
+
+@pytest.fixture
+def backend_name() -> str:
+    return "dask"
+
+
+@pytest.fixture
+def knot_options(dask_address: str) -> dict[str, Any]:
+    return {"address": dask_address}
+
+
+@pytest.mark.slow
+class TestDask(BatchBackendSuite):
+    pass
+
+
+def test_without_an_address_the_client_starts_a_local_cluster(store_url: str) -> None:
+    job = altus.Knot(tasks.square, backend="dask", store=store_url, workers=2).map(range(10))
+    assert job.results() == [x * x for x in range(10)]
+
+
+def test_an_unreachable_scheduler_is_named_within_a_bounded_wait(store_url: str) -> None:
+    knot = altus.Knot(tasks.square, backend="dask", store=store_url, address="tcp://127.0.0.1:9")
+    started = time.monotonic()
+    with pytest.raises(
+        BackendError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"
+    ):
+        knot.map([1])
+    assert time.monotonic() - started < 30
