@@ -54,6 +54,8 @@ class SlurmBackend(Backend):
     name: ClassVar[str] = "slurm"
 
     def launch(self, launch: Launch) -> None:
+        if launch.n_chunks == 0:
+            return  # an empty map: nothing to run, and Slurm has no empty arrays
         record = launch.record
         options = dict(record.spec.backend_options)
         script = job_script(record, launch.round, launch.resources, options)

@@ -1,0 +1,117 @@
+"""The Slurm backend on a real single-node Slurm cluster (``scripts/slurm-cluster``):
+the shared batch suite, plus job arrays, job scripts, requeues and Slurm's own messages."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import altus
+from abstract import tasks
+from abstract.batch import BatchBackendSuite, recorded_counts, wait_until
+from altus.batch.backends.slurm import SlurmBackend
+from altus.errors import BackendError, BackendUnavailable
+from slurm_cluster import slurm_cluster_env
+
+__all__ = ["slurm_cluster_env"]  # the session fixture, used here by name
+
+
+@pytest.fixture(autouse=True)
+def _slurm(slurm_cluster_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test here talks to the session's Slurm cluster."""
+    for name, value in slurm_cluster_env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def backend_name() -> str:
+    return "slurm"
+
+
+@pytest.fixture
+def knot_options() -> dict[str, Any]:
+    return {}
+
+
+@pytest.mark.slow
+class TestSlurm(BatchBackendSuite):
+    pass
+
+
+def squeue(job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "--noheader", "--array", "--states=all", "--format=%i %T %r", f"--jobs={job_id}"],
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+
+
+def test_one_array_per_map_with_resources_and_options_in_the_kept_script(
+    store_url: str,
+) -> None:
+    knot = altus.Knot(
+        tasks.square, backend="slurm", store=store_url, throttle=3, partition="debug",
+        resources={"cpus": 1, "memory": "200M", "time": 600},
+        sbatch_options=["--comment=altus-test"],
+    )  # fmt: skip
+    job = knot.map(range(12), chunksize=2)
+    assert job.results() == [x * x for x in range(12)]
+    script = job.record.store.read("backend/slurm-r0.sh").decode()
+    for flag in ("--cpus-per-task=1", "--mem=200M", "--time=10", "--partition=debug",
+                 "--comment=altus-test", "--requeue"):  # fmt: skip
+        assert f"#SBATCH {flag}" in script
+    assert "-m altus.batch.supervisor" in script
+    job_id = job.record.backend_state("slurm")["rounds"]["0"]
+    shown = subprocess.run(
+        ["scontrol", "show", "job", job_id], capture_output=True, text=True, check=False
+    ).stdout
+    assert "ArrayTaskThrottle=3" in shown or "%3" in shown or "ArrayTaskId" in shown
+
+
+def test_a_requeued_element_loses_and_duplicates_nothing(store_url: str, tmp_path: Path) -> None:
+    job = altus.Knot(tasks.nap, backend="slurm", store=store_url).map([0.3] * 8, chunksize=8)
+    job_id = job.record.backend_state("slurm")["rounds"]["0"]
+    wait_until(lambda: len(job.record.recorded_tasks(0)) >= 2, 60, "two tasks recorded")
+    subprocess.run(["scontrol", "requeue", f"{job_id}_0"], check=True)  # as preemption does
+    assert job.results() == [0.3] * 8
+    assert set(recorded_counts(job).values()) == {1}
+
+
+def test_a_held_job_shows_slurms_reason(store_url: str, run_altus: Any) -> None:
+    knot = altus.Knot(tasks.square, backend="slurm", store=store_url, sbatch_options=["--hold"])
+    job = knot.map(range(2))
+    wait_until(lambda: "PENDING" in squeue(job.record.backend_state("slurm")["rounds"]["0"]))
+    shown = run_altus("jobs", "show", job.id, "--store", store_url)
+    assert "PENDING" in shown.stdout
+    assert "JobHeldUser" in shown.stdout
+    job.cancel()
+
+
+def test_a_rejected_submission_is_slurms_own_message(store_url: str) -> None:
+    knot = altus.Knot(tasks.square, backend="slurm", store=store_url, resources={"gpus": 1})
+    with pytest.raises(BackendError, match=r"^Slurm refused the job array: sbatch: error: "):
+        knot.map([1])
+
+
+def test_without_sbatch_one_line_says_slurm_is_missing(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    knot = altus.Knot(tasks.square, backend="slurm", store=store_url)
+    with pytest.raises(BackendUnavailable, match=r"^Slurm is not installed on this machine"):
+        knot.map([1])
+
+
+def test_cancel_ends_the_array(store_url: str) -> None:
+    job = altus.Knot(tasks.nap, backend="slurm", store=store_url).map([30] * 4, chunksize=1)
+    job_id = job.record.backend_state("slurm")["rounds"]["0"]
+    wait_until(lambda: "RUNNING" in squeue(job_id), 60, "an element running")
+    started = time.monotonic()
+    job.cancel()
+    wait_until(lambda: not SlurmBackend().is_active(job.record), 30, "the array gone")
+    assert time.monotonic() - started < 30
+    assert os.environ.get("SLURM_CONF")
