@@ -15,6 +15,7 @@ import altus
 from abstract import tasks
 from abstract.batch import BatchBackendSuite, recorded_counts, wait_until
 from altus.batch.backends.slurm import SlurmBackend
+from altus.batch.record import BatchName
 from altus.errors import BackendError, BackendUnavailable
 from slurm_cluster import slurm_cluster_env
 
@@ -115,3 +116,17 @@ def test_cancel_ends_the_array(store_url: str) -> None:
     wait_until(lambda: not SlurmBackend().is_active(job.record), 30, "the array gone")
     assert time.monotonic() - started < 30
     assert os.environ.get("SLURM_CONF")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_an_element_near_its_time_limit_requeues_itself_and_resumes(store_url: str) -> None:
+    """A chunk that needs longer than its one-minute limit: warned by Slurm, the supervisor
+    requeues the element, which resumes from the record (about two minutes)."""
+    knot = altus.Knot(tasks.nap, backend="slurm", store=store_url, resources={"time": 60})
+    job = knot.map([4.0] * 24, chunksize=24)
+    assert job.wait(timeout=280)
+    assert job.results() == [4.0] * 24
+    assert set(recorded_counts(job).values()) == {1}
+    attempts = {BatchName.parse(stem).attempt for stem in job.record.status_names()}
+    assert len(attempts) >= 2  # it ran in more than one go

@@ -11,8 +11,11 @@ have no outcome yet; a task past its timeout is killed and fails. It exits 0
 once every task of the chunk has an outcome, or the round was cancelled.
 
 Attempts are numbered past any this chunk already has in the record, so a
-supervisor that Slurm requeued (node failure, preemption, walltime) resumes
-where the record says, and never writes a batch under a name already used.
+supervisor that Slurm requeued (node failure, preemption) resumes where the
+record says, and never writes a batch under a name already used. Warned of its
+time limit (``SIGUSR1``, from ``--signal=B:USR1@N``), it stops its worker and
+requeues its own element, failing the running task only if not one task of
+the chunk could finish within the limit.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ import os
 import re
 import signal
 import struct
+import subprocess
 import sys
 import time
 import traceback
 from collections.abc import Sequence
+from types import FrameType
 
 from altus.batch.failures import (
     TASK_TIMEOUT,
@@ -70,7 +75,9 @@ def supervise(record: JobRecord, round_: int, chunk: int) -> int:
     attempt = next_attempt(record, round_, chunk)
     # Every death either charges a task or the chunk, so this many attempts always suffice;
     # the bound only guards against a record that refuses the failures being committed.
-    last = attempt + (len(unrecorded_tasks(record, round_, chunk)) + 1) * (spec.retries + 1)
+    left_at_start = len(unrecorded_tasks(record, round_, chunk))
+    last = attempt + (left_at_start + 1) * (spec.retries + 1)
+    signal.signal(signal.SIGUSR1, _on_walltime_warning)
     while attempt <= last and unrecorded_tasks(record, round_, chunk):
         if record.is_cancelled(round_):
             return 0
@@ -82,6 +89,12 @@ def supervise(record: JobRecord, round_: int, chunk: int) -> int:
         task, _started = SLOT.unpack_from(shared, 0)
         first = task if task >= 0 else min(unrecorded_tasks(record, round_, chunk))
         name = BatchName(round_, chunk, attempt, f"died{first}")
+        if reason == "walltime":
+            left = unrecorded_tasks(record, round_, chunk)
+            if task >= 0 and len(left) == left_at_start:  # not one task fits in the time limit
+                message = f"task {task} ran past the Slurm job's time limit and was killed"
+                record_failures(record, name, [task], "walltime", TASK_TIMEOUT, message)
+            return _requeue_self() if unrecorded_tasks(record, round_, chunk) else 0
         if reason == "timeout":
             message = f"task {task} ran past the timeout of {spec.timeout:g} s and was killed"
             record_failures(record, name, [task], "timeout", TASK_TIMEOUT, message)
@@ -143,11 +156,29 @@ def _watch(
         task, started = SLOT.unpack_from(shared, 0)
         if timeout and task >= 0 and time.time() - started > timeout + TIMEOUT_GRACE:
             return _kill(pid), "timeout"
+        if _walltime_warned:
+            return _kill(pid), "walltime"
         if time.monotonic() >= next_check:
             next_check = time.monotonic() + CANCEL_CHECK_SECONDS
             if record.is_cancelled(round_):
                 return _kill(pid), "cancelled"
         time.sleep(POLL_SECONDS)
+
+
+_walltime_warned = False
+
+
+def _on_walltime_warning(signum: int, frame: FrameType | None) -> None:
+    """Slurm's ``--signal=B:USR1@N``: the element's time limit is N seconds away."""
+    global _walltime_warned
+    _walltime_warned = True
+
+
+def _requeue_self() -> int:
+    """Put this array element back in Slurm's queue: it resumes from the record."""
+    element = f"{os.environ.get('SLURM_ARRAY_JOB_ID')}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
+    done = subprocess.run(["scontrol", "requeue", element], capture_output=True, check=False)
+    return 0 if done.returncode == 0 else 1
 
 
 def _kill(pid: int) -> int:

@@ -147,7 +147,9 @@ def _resource_flags(resources: Resources) -> list[str]:
     if resources.gpus:
         flags.append(f"--gres=gpu:{resources.gpus}")
     if resources.time:
-        flags.append(f"--time={math.ceil(resources.time / 60)}")
+        minutes = math.ceil(resources.time / 60)
+        # Slurm checks limits about every 30 s: warn early enough to requeue before the kill.
+        flags += [f"--time={minutes}", f"--signal=B:USR1@{min(90, minutes * 30)}"]
     return flags
 
 
