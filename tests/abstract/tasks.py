@@ -217,3 +217,10 @@ def run_child_that_sleeps(folder: str, x: int) -> int:
     )
     subprocess.run([sys.executable, "-c", code], check=True)
     return x
+
+
+def python_prefix(x: int) -> str:
+    """The environment the task runs in (``sys.prefix``)."""
+    import sys
+
+    return sys.prefix

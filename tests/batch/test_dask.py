@@ -55,3 +55,24 @@ def test_an_unreachable_scheduler_is_named_within_a_bounded_wait(store_url: str)
     ):
         knot.map([1])
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.slow
+def test_a_dask_worker_killed_under_a_chunk_loses_and_duplicates_nothing(
+    dask_address: str, store_url: str, tmp_path: Any
+) -> None:
+    import os
+    import signal
+
+    from distributed import Client
+
+    from abstract.batch import recorded_counts, wait_until
+
+    knot = altus.Knot(tasks.nap, backend="dask", store=store_url, address=dask_address)
+    job = knot.map([0.5] * 8, chunksize=4)
+    wait_until(lambda: len(job.record.recorded_tasks(0)) >= 1, 60, "a task recorded")
+    with Client(dask_address) as client:
+        victim = next(iter(client.run(os.getpid).values()))
+    os.kill(victim, signal.SIGKILL)  # the nanny starts another; Dask reschedules its chunk
+    assert job.results() == [0.5] * 8
+    assert set(recorded_counts(job).values()) == {1}

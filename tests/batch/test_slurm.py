@@ -130,3 +130,14 @@ def test_an_element_near_its_time_limit_requeues_itself_and_resumes(store_url: s
     assert set(recorded_counts(job).values()) == {1}
     attempts = {BatchName.parse(stem).attempt for stem in job.record.status_names()}
     assert len(attempts) >= 2  # it ran in more than one go
+
+
+@pytest.mark.slow
+def test_elements_can_run_in_an_altus_environment(store_url: str, tmp_path: Path) -> None:
+    project = Path(altus.__file__).resolve().parents[2]  # this checkout, installed into it
+    spec = tmp_path / "requirements.txt"
+    spec.write_text(f"{project}\n")
+    job = altus.Knot(tasks.python_prefix, backend="slurm", store=store_url, env=str(spec)).map([0])
+    [prefix] = job.results()
+    assert "/altus/envs/" in prefix
+    assert f"{Path(prefix)}/bin/python" in job.record.store.read("backend/slurm-r0.sh").decode()

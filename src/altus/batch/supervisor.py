@@ -44,7 +44,7 @@ from altus.batch.failures import (
 )
 from altus.batch.record import BatchName, JobRecord
 
-__all__ = ["main", "supervise"]
+__all__ = ["die_with_parent", "main", "supervise"]
 
 SLOT = struct.Struct("qd")  # task index (-1: none), time.time() it started
 POLL_SECONDS = 0.1
@@ -134,6 +134,7 @@ def _fork_worker(
         return pid
     code = 0
     try:
+        die_with_parent()
         os.setpgid(0, 0)  # a group of its own: a kill takes what its tasks started too
         install_alarm()
         run_chunk(record, round_, chunk, attempt, monitor=_SlotMonitor(shared))
@@ -163,6 +164,18 @@ def _watch(
             if record.is_cancelled(round_):
                 return _kill(pid), "cancelled"
         time.sleep(POLL_SECONDS)
+
+
+def die_with_parent() -> None:
+    """Have Linux SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``): a
+    supervisor whose Dask worker was killed, and its worker, must not run on beside the
+    supervisor that Dask starts again for the same chunk."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 _walltime_warned = False

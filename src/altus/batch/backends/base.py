@@ -110,9 +110,16 @@ class Backend(ABC):
         time.sleep(timeout)
 
 
-def worker_environment() -> dict[str, str]:
-    """The client's environment, with its import path, so workers import what it imports."""
+def worker_environment(same_python: bool = True) -> dict[str, str]:
+    """The client's environment, with its import path, so workers import what it imports.
+
+    Workers on another Python (an altus environment) get only the client's own folders
+    (scripts, the working folder), not its interpreter's standard library and packages.
+    """
     paths = [entry or os.getcwd() for entry in sys.path]
+    if not same_python:
+        own = (sys.prefix, sys.base_prefix, sys.exec_prefix)
+        paths = [p for p in paths if not p.startswith(own) and "-packages" not in p]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}
 
 

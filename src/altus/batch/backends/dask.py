@@ -38,7 +38,12 @@ def run_chunk_in_child(
 ) -> int:
     """What a Dask worker runs for one chunk: the supervisor, in a child process."""
     command = [python, "-m", "altus.batch.supervisor", url, str(chunk), "--round", str(round_)]
-    done = subprocess.run(command, env=environment, stdin=subprocess.DEVNULL, check=False)
+    from altus.batch.supervisor import die_with_parent
+
+    done = subprocess.run(
+        command, env=environment, stdin=subprocess.DEVNULL, check=False,
+        preexec_fn=die_with_parent,  # a Dask worker killed under the chunk takes it along
+    )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"altus supervisor of chunk {chunk} exited with {done.returncode}")
     return chunk

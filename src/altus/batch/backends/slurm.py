@@ -11,7 +11,9 @@ watch (``squeue``) or cancel (``scancel``) it.
 Options, from ``Knot(func, backend="slurm", **options)``: ``partition``,
 ``account``, ``qos``, ``throttle`` (elements at once, ``%N``),
 ``sbatch_options`` (a list of extra ``--flag=value`` strings), ``python``
-(the interpreter on the nodes; default: the client's), ``log_dir`` (where
+(the interpreter on the nodes; default: the client's) or ``env`` (a spec
+altus builds into a cached environment, as ``altus env build`` does; it must
+have altus and cloudpickle, and sit on a filesystem the nodes see), ``log_dir`` (where
 Slurm writes each element's own output; default: the record's folder for a
 ``file://`` record, else this machine's state folder). ``resources`` map to
 ``--cpus-per-task``, ``--mem``, ``--gres=gpu:N`` and ``--time``.
@@ -58,14 +60,16 @@ class SlurmBackend(Backend):
             return  # an empty map: nothing to run, and Slurm has no empty arrays
         record = launch.record
         options = dict(record.spec.backend_options)
-        script = job_script(record, launch.round, launch.resources, options)
+        python = _python(options)
+        script = job_script(record, launch.round, launch.resources, options, python)
         key = f"backend/slurm-r{launch.round}.sh"
         record.store.write(key, script.encode())
         path = _local_script(record, key, script)
         last = launch.n_chunks - 1
         throttle = options.get("throttle") or launch.workers
         array = f"0-{last}" + (f"%{int(throttle)}" if throttle else "")
-        output = _sbatch(["--parsable", f"--array={array}", str(path)], worker_environment())
+        environment = worker_environment(same_python=python == sys.executable)
+        output = _sbatch(["--parsable", f"--array={array}", str(path)], environment)
         job_id = output.strip().split(";")[0]
         state = record.backend_state(STATE) or {"rounds": {}}
         state["rounds"][str(launch.round)] = job_id
@@ -117,10 +121,9 @@ class SlurmBackend(Backend):
 
 
 def job_script(
-    record: JobRecord, round_: int, resources: Resources, options: dict[str, Any]
+    record: JobRecord, round_: int, resources: Resources, options: dict[str, Any], python: str
 ) -> str:
     """The sbatch script of one launch: directives, then the supervisor of element N."""
-    python = str(options.get("python") or sys.executable)
     log_dir = _log_dir(record, options)
     directives = [
         f"--job-name=altus-{record.id}"[:120],
@@ -138,6 +141,18 @@ def job_script(
         f'exec {shlex.join(command)} "$SLURM_ARRAY_TASK_ID" --round {round_}',
     ]
     return "\n".join(lines) + "\n"
+
+
+def _python(options: dict[str, Any]) -> str:
+    """``python``, else the Python of an altus environment built (or cached) from ``env``,
+    else the client's own."""
+    if options.get("python"):
+        return str(options["python"])
+    if options.get("env"):
+        from altus import envs
+
+        return str(envs.build(envs.read_spec(options["env"]), quiet=True).python)
+    return sys.executable
 
 
 def _resource_flags(resources: Resources) -> list[str]:
