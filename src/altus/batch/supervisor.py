@@ -44,9 +44,10 @@ from altus.batch.failures import (
 )
 from altus.batch.record import BatchName, JobRecord
 
-__all__ = ["die_with_parent", "main", "supervise"]
+__all__ = ["SLOT", "die_with_parent", "main", "supervise"]
 
-SLOT = struct.Struct("qd")  # task index (-1: none), time.time() it started
+SLOT = struct.Struct("qd")
+"""What a worker runs now, in shared memory: task index (-1: none), time.time() it began."""
 POLL_SECONDS = 0.1
 CANCEL_CHECK_SECONDS = 1.0
 TIMEOUT_GRACE = 2.0

@@ -25,7 +25,6 @@ import mmap
 import os
 import selectors
 import signal
-import struct
 import sys
 import time
 import traceback
@@ -43,11 +42,11 @@ from altus.batch.failures import (
     unrecorded_tasks,
 )
 from altus.batch.record import BatchName, JobRecord
+from altus.batch.supervisor import SLOT
 from altus.errors import AltusError
 
 __all__ = ["main"]
 
-SLOT = struct.Struct("qd")  # task index (-1: none), time.time() it started
 MAX_WORKERS = 4096
 TIMEOUT_GRACE = 2.0
 """Seconds past a task's timeout before the pool kills a worker that ignored SIGALRM."""
