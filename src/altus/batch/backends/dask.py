@@ -16,6 +16,7 @@ its own, a job goes on after the client exits, and any process can attach.
 
 from __future__ import annotations
 
+import atexit
 import subprocess
 import sys
 import threading
@@ -54,7 +55,6 @@ class DaskBackend(Backend):
 
     def __init__(self) -> None:
         self._clients: dict[str | None, Any] = {}
-        self._futures: dict[tuple[str, int], list[Any]] = {}
         self._lock = threading.Lock()
 
     def launch(self, launch: Launch) -> None:
@@ -75,8 +75,7 @@ class DaskBackend(Backend):
         ]  # fmt: skip
         fire_and_forget(futures)
         _wait_until_scheduled(client, record, launch.round, keys)
-        with self._lock:  # held too: the scheduler may not know the keys yet when asked
-            self._futures[(record.id, launch.round)] = futures
+        del futures  # the scheduler holds the chunks for fire-and-forget; results are not kept
         state = record.backend_state(STATE) or {"rounds": {}}
         state["address"] = client.scheduler.address
         state["rounds"][str(launch.round)] = keys
@@ -92,12 +91,6 @@ class DaskBackend(Backend):
             client.cancel(keys, force=True)
 
     def is_active(self, record: JobRecord) -> bool:
-        with self._lock:  # done futures are let go, and their results with them
-            for launch, futures in list(self._futures.items()):
-                self._futures[launch] = [f for f in futures if not f.done()]
-            mine = [f for (job, _r), fs in self._futures.items() if job == record.id for f in fs]
-        if mine:
-            return True
         return bool(self._states(record) & _ACTIVE)
 
     def why_inactive(self, record: JobRecord) -> str | None:
@@ -184,10 +177,15 @@ def _connect(address: str | None, workers: int | None) -> Any:
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         )
-        return Client(cluster)
+        client = Client(cluster)
+        atexit.register(cluster.close)
+        atexit.register(client.close)  # runs first: the client goes before its cluster
+        return client
     try:
-        return Client(address, timeout=CONNECT_TIMEOUT)
+        client = Client(address, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError) as exc:
         raise BackendError(
             f"cannot reach the Dask scheduler at {address} within {CONNECT_TIMEOUT:g} s"
         ) from exc
+    atexit.register(client.close)
+    return client

@@ -64,12 +64,12 @@ class SlurmBackend(Backend):
         script = job_script(record, launch.round, launch.resources, options, python)
         key = f"backend/slurm-r{launch.round}.sh"
         record.store.write(key, script.encode())
-        path = _local_script(record, key, script)
+        Path(_log_dir(record, options)).mkdir(parents=True, exist_ok=True)
         last = launch.n_chunks - 1
         throttle = options.get("throttle") or launch.workers
         array = f"0-{last}" + (f"%{int(throttle)}" if throttle else "")
         environment = worker_environment(same_python=python == sys.executable)
-        output = _sbatch(["--parsable", f"--array={array}", str(path)], environment)
+        output = _sbatch(["--parsable", f"--array={array}"], script, environment)
         job_id = output.strip().split(";")[0]
         state = record.backend_state(STATE) or {"rounds": {}}
         state["rounds"][str(launch.round)] = job_id
@@ -176,25 +176,15 @@ def _log_dir(record: JobRecord, options: dict[str, Any]) -> str:
     return str(load_settings().paths.state_dir / "slurm-logs")
 
 
-def _local_script(record: JobRecord, key: str, script: str) -> Path:
-    """sbatch reads the script from a local file; one copy in the state folder."""
-    folder = load_settings().paths.state_dir / "slurm-scripts"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{record.id}-{Path(key).name}"
-    path.write_text(script)
-    log_dir = Path(_log_dir(record, dict(record.spec.backend_options)))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def _job_ids(record: JobRecord) -> dict[int, str]:
     state = record.backend_state(STATE) or {}
     return {int(round_): str(job) for round_, job in state.get("rounds", {}).items()}
 
 
-def _sbatch(arguments: list[str], environment: dict[str, str]) -> str:
-    """Submit; the elements get ``environment`` (sbatch exports the caller's by default)."""
-    done = _run(["sbatch", *arguments], check=False, env=environment)
+def _sbatch(arguments: list[str], script: str, environment: dict[str, str]) -> str:
+    """Submit ``script`` on stdin (Slurm keeps its own copy, the record another); the
+    elements get ``environment`` (sbatch exports the caller's by default)."""
+    done = _run(["sbatch", *arguments], check=False, env=environment, stdin=script)
     if done.returncode != 0:
         message = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise BackendError(f"Slurm refused the job array: {message}")
@@ -202,7 +192,7 @@ def _sbatch(arguments: list[str], environment: dict[str, str]) -> str:
 
 
 def _run(
-    command: list[str], *, check: bool, env: dict[str, str] | None = None
+    command: list[str], *, check: bool, env: dict[str, str] | None = None, stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
     if shutil.which(command[0]) is None:
         raise BackendUnavailable(
@@ -211,7 +201,7 @@ def _run(
     try:
         return subprocess.run(
             command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=check,
-            env=env or dict(os.environ),
+            env=env or dict(os.environ), input=stdin,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
         raise BackendError(f"{command[0]} did not answer within {COMMAND_TIMEOUT} s") from exc
