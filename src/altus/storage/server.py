@@ -233,7 +233,22 @@ def start(
             _wait_until_ready(running, state, timeout)
             return running
         data = _data_folder(state, data_dir, default=state_dir is None)
-        return _launch(state, data, port, timeout)
+        try:
+            return _launch(state, data, port, timeout)
+        except _ExitedWhileStarting as first:
+            if port is not None:
+                raise
+            # The free ports weed was given can be taken by another process before it
+            # binds them (seen once in a busy test run); new ports, one more try.
+            shutil.copyfile(state / LOG_FILE, state / f"{LOG_FILE}.first-try")
+            try:
+                return _launch(state, data, port, timeout)
+            except _ExitedWhileStarting as second:
+                raise second from first
+
+
+class _ExitedWhileStarting(ServerError):
+    """weed ended before it answered."""
 
 
 def status(state_dir: Path | None = None) -> ServerInfo | None:
@@ -340,7 +355,7 @@ def _wait_until_ready(info: ServerInfo, state: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if not _is_server(info.pid, info.data_dir):
-            raise ServerError(f"the S3 server exited while starting; {_log_hint(state)}")
+            raise _ExitedWhileStarting(f"the S3 server exited while starting; {_log_hint(state)}")
         answer = _list_buckets_status(info)
         if answer == http.HTTPStatus.OK:
             return
