@@ -29,7 +29,7 @@ from altus.storage.objects import (
 from altus.storage.s3 import S3Client, S3Options
 from altus.storage.transfer import CopyReport, Progress, Transfers
 
-__all__ = ["CopyReport", "Entry", "copy", "filesystem", "ls", "open", "plan", "run"]
+__all__ = ["CopyReport", "Entry", "copy", "filesystem", "ls", "make_bucket", "open", "plan", "run"]
 
 
 def _client(
@@ -138,6 +138,39 @@ def remote_entries(client: S3Client, location: Location, *, recursive: bool) -> 
     for entry in list_remote(client, location.bucket, listed, recursive=True):
         if selection.accepts(entry.key):
             yield entry
+
+
+def make_bucket(
+    url: str,
+    *,
+    exist_ok: bool = False,
+    profile: str | None = None,
+    endpoint_url: str | None = None,
+    region: str | None = None,
+    anon: bool = False,
+) -> None:
+    """Make the bucket ``s3://NAME`` (in the client's region on AWS).
+
+    With ``exist_ok``, a bucket that is already yours is fine.
+    """
+    from altus.errors import StoreError
+    from altus.storage.s3 import translate_error
+
+    location = parse_location(url)
+    if not location.is_remote or location.path:
+        raise StoreError(f"{url}: give a bucket as s3://NAME")
+    client = _client(profile, endpoint_url, region, anon)
+    arguments: dict[str, Any] = {"Bucket": location.bucket}
+    bucket_region = client.region_for(location.bucket)
+    if bucket_region != "us-east-1" and not client.endpoint_url:
+        arguments["CreateBucketConfiguration"] = {"LocationConstraint": bucket_region}
+    try:
+        client.boto.create_bucket(**arguments)
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        if exist_ok and code in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+            return
+        raise translate_error(exc, "make bucket", url) from exc
 
 
 def open(

@@ -13,7 +13,8 @@ the CLI, only ever has to catch ``AltusError``. Storage keeps the built-in
      │    └── BackendUnavailable  its extra or its engine is not installed here
      ├── StoreError               a store URL is unusable
      │    ├── ServerError         the local S3 server cannot be started or stopped
-     │    └── UnsafeKeyError      an object key would land outside the destination folder
+     │    ├── UnsafeKeyError      an object key would land outside the destination folder
+     │    └── LayoutError         a dataset lacks a file its layout needs (altus demo --data)
      ├── RecordError              a job record is missing, damaged or too new
      │    └── JobNotFound         no record with that id in the store
      ├── SubmitError              the function or an input cannot be sent to a worker
@@ -37,6 +38,7 @@ __all__ = [
     "EnvError",
     "JobLost",
     "JobNotFound",
+    "LayoutError",
     "NotebookError",
     "RecordError",
     "ServerError",
@@ -77,6 +79,10 @@ class ServerError(StoreError):
 
 class UnsafeKeyError(StoreError):
     """An object key that cannot be written below the destination folder as it is."""
+
+
+class LayoutError(StoreError):
+    """A dataset lacks a file that its layout (HCP's, for ``altus demo --data``) needs."""
 
 
 class RecordError(AltusError):

@@ -184,8 +184,15 @@ class Job:
             return "failed" if self._table.failed else "done"
         return "running" if self.backend.is_active(self._record) else "lost"
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until every task is finished; False if ``timeout`` seconds passed first."""
+    def wait(self, timeout: float | None = None, *, progress: bool = False) -> bool:
+        """Block until every task is finished; False if ``timeout`` seconds passed first.
+
+        ``progress=True`` shows a progress bar (and needs no ``timeout``); unlike
+        ``gather`` it raises nothing when tasks fail.
+        """
+        if progress:
+            self._wait_with_progress()
+            return True
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = 0.01
         try:
@@ -301,8 +308,7 @@ class Job:
 
     def gather(self, progress: bool = True) -> list[Any]:
         """Wait with a progress bar, then return every result (raising the first error)."""
-        if progress:
-            self._wait_with_progress()
+        self.wait(progress=progress)
         return self.results(errors="raise")
 
     def _wait_with_progress(self) -> None:

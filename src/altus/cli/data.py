@@ -354,19 +354,7 @@ def cat(url: str, **options: Any) -> None:
 @_connection
 def mb(url: str, **options: Any) -> None:
     """Make a bucket (s3://NAME)."""
-    from altus.storage.objects import parse_location
-    from altus.storage.s3 import translate_error
+    import altus.data
 
-    location = parse_location(url)
-    if not location.is_remote or location.path:
-        raise AltusError(f"{url}: give a bucket as s3://NAME")
-    client = _client(options)
-    arguments: dict[str, Any] = {"Bucket": location.bucket}
-    region = client.region_for(location.bucket)
-    if region != "us-east-1" and not client.endpoint_url:
-        arguments["CreateBucketConfiguration"] = {"LocationConstraint": region}
-    try:
-        client.boto.create_bucket(**arguments)
-    except Exception as exc:
-        raise translate_error(exc, "make bucket", url) from exc
-    click.echo(f"made bucket s3://{location.bucket}", err=True)
+    altus.data.make_bucket(url, **options)
+    click.echo(f"made bucket {url.rstrip('/')}", err=True)

@@ -35,6 +35,9 @@ class LazyGroup(NamedTuple):
 
 COMMAND_GROUPS: Mapping[str, LazyGroup] = {
     "data": LazyGroup("altus.cli.data:data", "Copy, sync, list and serve data in S3, fast."),
+    "demo": LazyGroup(
+        "altus.cli.demo:demo", "Diffusion MRI at scale, end to end: the main job in one command."
+    ),
     "env": LazyGroup(
         "altus.cli.env:env", "Build, list and remove cached environments (Binder-style files, uv)."
     ),

@@ -1,0 +1,1 @@
+../../../examples/dti_at_scale.py
