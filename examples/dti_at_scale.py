@@ -46,13 +46,13 @@ def find_subjects(data: str, limit: int | None = None, anon: bool = False) -> li
 
 
 def missing_files(data: str, subject: str, anon: bool = False) -> list[str]:
-    """Which of the four files ``subject`` lacks, as paths below ``data``."""
+    """Which of the four files ``subject`` lacks (as paths below its folder)."""
     folder = f"{data.rstrip('/')}/{subject}/{DIFFUSION}/"
     try:
         present = {os.path.basename(e.key) for e in altus.data.ls(folder, anon=anon)}
     except FileNotFoundError:
         present = set()
-    return [f"{subject}/{DIFFUSION}/{name}" for name in FILES if name not in present]
+    return [f"{DIFFUSION}/{name}" for name in FILES if name not in present]
 
 
 def process_subject(subject: str, data: str, output: str, anon: bool = False) -> dict[str, Any]:

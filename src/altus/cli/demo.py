@@ -90,6 +90,7 @@ def demo(
         print_json(result.to_dict())
     else:
         _print(result)
+    _print_problems(result)
     if not result.ok:
         sys.exit(1)
 
@@ -123,6 +124,9 @@ def _print(result: DemoResult) -> None:
         fields += [("table", str(result.summary_csv)), ("figure", str(result.figure))]
     fields.append(("total time", format_duration(result.total_seconds)))
     print_fields(fields)
+
+
+def _print_problems(result: DemoResult) -> None:
     for subject, error in result.failures.items():
         click.echo(f"subject {subject} failed: {error}", err=True)
     for subject, off_by in result.inaccurate.items():

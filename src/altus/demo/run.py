@@ -195,11 +195,13 @@ def _subjects_with_every_file(pipeline: Any, data: str, options: DemoOptions) ->
     subjects = pipeline.find_subjects(data, options.subjects, anon=options.anon)
     if not subjects:
         raise LayoutError(f"{data}: no subject folders (expected <subject>/T1w/Diffusion/...)")
-    missing = [path for s in subjects for path in pipeline.missing_files(data, s, options.anon)]
+    missing = [
+        (s, path) for s in subjects for path in pipeline.missing_files(data, s, options.anon)
+    ]
     if missing:
+        subject, path = missing[0]
         more = f" (and {len(missing) - 1} more missing files)" if len(missing) > 1 else ""
-        subject = missing[0].split("/", 1)[0]
-        raise LayoutError(f"subject {subject} lacks {missing[0]} in {data}{more}")
+        raise LayoutError(f"subject {subject} has no {path}: {data}/{subject}/{path}{more}")
     return list(subjects)
 
 
