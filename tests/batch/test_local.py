@@ -49,6 +49,15 @@ def most_at_once(job: altus.Job) -> int:
 
 
 @pytest.mark.timeout(60)
+def test_wait_with_a_progress_bar_raises_nothing_when_a_task_fails(
+    store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = altus.Knot(tasks.fail_on_three, store=store_url).map(range(5))
+    assert job.wait(progress=True) is True
+    assert job.status()["failed"] == 1
+    assert "5/5" in capsys.readouterr().err
+
+
 def test_workers_are_long_lived(store_url: str) -> None:
     job = altus.Knot(tasks.nap, store=store_url, workers=2).map([0.01] * 20, chunksize=1)
     job.wait(timeout=30)

@@ -554,3 +554,24 @@ def test_a_stalled_response_times_out_and_is_retried(
     assert stall.injected == 1
     assert time.monotonic() - started < 5  # it did not wait out the stall
     assert (tmp_path / "a.bin").read_bytes() == b"a" * 1000
+
+
+def test_make_bucket_from_python_and_the_cli(
+    s3_env: dict[str, str], s3: Any, run_altus: RunAltus
+) -> None:
+    name = f"mb-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+    altus.data.make_bucket(f"s3://{name}")
+    altus.data.make_bucket(f"s3://{name}/", exist_ok=True)  # already yours: fine
+    assert altus.data.ls(f"s3://{name}/") == []
+
+    again = run_altus("data", "mb", f"s3://{name}")
+    assert again.returncode == 1
+    assert again.stderr.startswith(f"altus: error: make bucket s3://{name}: ")
+    assert len(again.stderr.strip().splitlines()) == 1
+
+    other = run_altus("data", "mb", f"s3://{name}-2")
+    assert (other.returncode, other.stderr) == (0, f"made bucket s3://{name}-2\n")
+    wrong = run_altus("data", "mb", f"s3://{name}/a/key")
+    assert wrong.stderr == f"altus: error: s3://{name}/a/key: give a bucket as s3://NAME\n"
+    s3.delete_bucket(Bucket=name)
+    s3.delete_bucket(Bucket=f"{name}-2")
