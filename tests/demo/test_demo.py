@@ -20,11 +20,14 @@ import numpy as np
 import pytest
 
 from altus.demo import cohort
+from slurm_cluster import slurm_cluster_env
 
 if TYPE_CHECKING:
     from tests.conftest import RunAltus
 
     from altus.storage.server import ServerInfo
+
+__all__ = ["slurm_cluster_env"]  # the session fixture, used here by name
 
 FA_TOLERANCE = 0.03
 """Median |fitted FA - true FA| over a subject's brain; measured 0.008-0.013 at SNR 25-40."""
@@ -87,6 +90,25 @@ def test_demo_writes_fitted_maps_close_to_the_truth_then_reuses_the_cohort(
         check_maps_in_bucket(info, subjects, second["output"])  # type: ignore[arg-type]
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("backend", ["slurm", "dask"])
+def test_the_demo_runs_on_slurm_and_on_dask(
+    backend: str,
+    request: pytest.FixtureRequest,
+    run_altus: RunAltus,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    environment = request.getfixturevalue("slurm_cluster_env") if backend == "slurm" else {}
+    monkeypatch.chdir(tmp_path)
+    done = run_altus("demo", "--subjects", "2", "--backend", backend, "--json", env=environment)
+    result = demo_json(done)
+    assert result["ok"] is True
+    assert [row["subject"] for row in result["rows"]] == ["990001", "990002"]
+    assert all(error <= FA_TOLERANCE for error in result["fa_errors"].values())
+    shown = run_altus("jobs", "show", str(result["job_id"]), "--json", env=environment)
+    assert json.loads(shown.stdout)["spec"]["backend"] == backend
 
 
 def check_maps_in_bucket(info: ServerInfo, subjects: list[str], output: str) -> None:
