@@ -320,6 +320,11 @@ def test_a_spec_in_the_root_is_built_with_jupyterlab_and_reused(
     assert first["environment"] != "current"
     check = "import jupyterlab, six"
     assert subprocess.run([str(python), "-c", check], check=False).returncode == 0
+    # Kernels and terminals inherit the server's environment: `!pip` is the env's pip.
+    server_environ = Path(f"/proc/{first['pid']}/environ").read_bytes().split(b"\0")
+    variables = dict(item.decode().split("=", 1) for item in server_environ if b"=" in item)
+    assert variables["PATH"].split(os.pathsep)[0] == str(python.parent)
+    assert variables["VIRTUAL_ENV"] == str(python.parent.parent)
     assert run_altus("notebook", "stop", "built").returncode == 0
 
     started = time.monotonic()

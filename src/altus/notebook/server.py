@@ -325,17 +325,30 @@ def _spawn(python: Path, config: Path, root: Path, folder: Path) -> int:
     os.umask(mask)  # the server keeps the user's umask for the notebooks it writes
     try:
         return detached.spawn(
-            command, cwd=root, env=_server_environment(), log=folder / records.LOG_FILE, umask=mask
+            command,
+            cwd=root,
+            env=_server_environment(python),
+            log=folder / records.LOG_FILE,
+            umask=mask,
         )
     except detached.SpawnFailed as exc:
         raise NotebookError(f"cannot start JupyterLab with {python}: {exc}") from exc
 
 
-def _server_environment() -> dict[str, str]:
+def _server_environment(python: Path) -> dict[str, str]:
     """The caller's environment, for kernels to find data and credentials as the user would,
-    without variables that would set Jupyter's token or password beside altus's config."""
-    hidden = {"JUPYTER_TOKEN", "JUPYTER_PASSWORD", "JPY_API_TOKEN"}
-    return {k: v for k, v in os.environ.items() if k not in hidden}
+    without variables that would set Jupyter's token or password beside altus's config.
+
+    The server's own environment comes first on ``PATH`` (and is ``VIRTUAL_ENV`` when it
+    is a venv), so ``!python``, ``!pip`` and terminals use it, as after ``activate``.
+    """
+    hidden = {"JUPYTER_TOKEN", "JUPYTER_PASSWORD", "JPY_API_TOKEN", "VIRTUAL_ENV"}
+    environment = {k: v for k, v in os.environ.items() if k not in hidden}
+    bin_folder = str(python.parent)
+    environment["PATH"] = os.pathsep.join([bin_folder, environment.get("PATH", os.defpath)])
+    if (python.parent.parent / "pyvenv.cfg").exists():
+        environment["VIRTUAL_ENV"] = str(python.parent.parent)
+    return environment
 
 
 def _wait_until_ready(record: ServerRecord, token: str, timeout: float) -> None:
