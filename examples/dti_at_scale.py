@@ -4,7 +4,7 @@ The analysis the HCP tutorials end with, for a whole cohort. For each subject
 folder under DATA (the Human Connectome Project layout,
 ``<subject>/T1w/Diffusion/{data.nii.gz,bvals,bvecs,nodif_brain_mask.nii.gz}``),
 one task downloads the four files, fits ``dti.TensorModel`` inside the brain
-mask, writes ``FA.nii.gz`` and ``MD.nii.gz`` to ``OUTPUT/<subject>/`` and
+mask (to the b0s and the b = 1000 shell), writes ``FA.nii.gz`` and ``MD.nii.gz`` to ``OUTPUT/<subject>/`` and
 returns summary statistics. altus runs the tasks on every core (or on Slurm or
 Dask with ``--backend``) and keeps each result, error and log in a job record.
 
@@ -35,6 +35,9 @@ import altus.data
 
 DIFFUSION = "T1w/Diffusion"
 FILES = ("data.nii.gz", "bvals", "bvecs", "nodif_brain_mask.nii.gz")
+MAX_DTI_BVAL = 1500
+"""The tensor is fitted to the b0s and the b = 1000 s/mm² shell, where diffusion is close to
+Gaussian; higher shells are for DKI or CSD, and in fluid their signal is lost in the noise."""
 SUMMARY_COLUMNS = ("subject", "brain_voxels", "mean_fa", "median_fa", "mean_md", "seconds")
 
 
@@ -63,8 +66,9 @@ def process_subject(subject: str, data: str, output: str, anon: bool = False) ->
         image = nib.load(f"{local}/data.nii.gz")
         mask = np.asanyarray(nib.load(f"{local}/nodif_brain_mask.nii.gz").dataobj) > 0
         bvals, bvecs = read_bvals_bvecs(f"{local}/bvals", f"{local}/bvecs")
-        model = dti.TensorModel(gradient_table(bvals, bvecs=bvecs))
-        fit = model.fit(image.get_fdata(dtype=np.float32), mask=mask)
+        low = bvals <= MAX_DTI_BVAL
+        model = dti.TensorModel(gradient_table(bvals[low], bvecs=bvecs[low]))
+        fit = model.fit(image.get_fdata(dtype=np.float32)[..., low], mask=mask)
     fa = np.clip(np.nan_to_num(fit.fa), 0, 1).astype(np.float32)
     md = np.nan_to_num(fit.md).astype(np.float32)
     for name, values in {"FA": fa, "MD": md}.items():
