@@ -500,6 +500,20 @@ def wait_until_quiet(
     }
 
 
+def machine_warnings(machine: dict[str, Any], quiet_cpus: float) -> list[str]:
+    """Report lines for a run begun on a busy machine, or that left processes behind."""
+    warnings = []
+    busy = machine.get("busy_cpus_at_start")
+    if busy is not None and busy > quiet_cpus:
+        warnings.append(
+            f"WARNING: other processes kept {busy:.2f} CPUs busy when the run began; "
+            "figures from a busy machine are noisy"
+        )
+    for pid, command in machine.get("leftover_processes", {}).items():
+        warnings.append(f"WARNING: left running at the end (ended now): pid {pid}: {command[:120]}")
+    return warnings
+
+
 def _loadavg() -> list[float] | None:
     return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
@@ -564,3 +578,55 @@ def fmt_pct(fraction: float | None) -> str:
 
 def fmt_mib(nbytes: float | None) -> str:
     return "-" if nbytes is None else f"{nbytes / MiB:.1f}"
+
+
+# -- what a child printed ------------------------------------------------------------------
+
+
+def file_tail(path: Path, limit: int = 3000) -> str:
+    """The last ``limit`` characters of a log file; empty if it cannot be read."""
+    with contextlib.suppress(OSError):
+        return path.read_text(errors="replace")[-limit:]
+    return ""
+
+
+def json_in(path: Path, limit: int = 10_000_000) -> dict[str, Any] | None:
+    """The first JSON object a command printed on a line of its own (other output around it)."""
+    text, decoder, offset = file_tail(path, limit), json.JSONDecoder(), 0
+    for line in text.splitlines(keepends=True):
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                found = decoder.raw_decode(text, offset)[0]
+                if isinstance(found, dict):
+                    return dict(found)
+        offset += len(line)
+    return None
+
+
+# -- processes a run started ------------------------------------------------------------------
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie does not count)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def command_line(pid: int, limit: int = 300) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:limit]
+    return "?"
+
+
+def end_processes(pids: list[int]) -> None:
+    """SIGTERM, a few seconds' grace, then SIGKILL for what is left."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + 5
+        while any(map(pid_alive, pids)) and time.monotonic() < deadline:
+            time.sleep(0.1)

@@ -380,7 +380,7 @@ def seed_server(bench: Bench) -> dict[str, Any]:
             [*s5cmd, "cp", source, target], out, bench.cfg["timeout_s"], bench.env
         )
         if done["exit_code"] != 0:
-            raise RuntimeError(f"seeding with s5cmd failed: {_tail(out)}")
+            raise RuntimeError(f"seeding with s5cmd failed: {c.file_tail(out)}")
     checks = {
         shape: verify_upload(
             Workload("seed", "", shape, "upload", 0, 0, 0), data, s3, SOURCE_BUCKET
@@ -388,12 +388,6 @@ def seed_server(bench: Bench) -> dict[str, Any]:
         for shape in ("small", "big")
     }
     return {"seconds": round(time.perf_counter() - started, 3), "verified": checks}
-
-
-def _tail(path: Path, limit: int = 2000) -> str:
-    with contextlib.suppress(OSError):
-        return path.read_text(errors="replace")[-limit:]
-    return ""
 
 
 # -- one timed run --------------------------------------------------------------------------------
@@ -499,7 +493,7 @@ def _server_cpu(pid: int) -> float | None:
 
 
 def _altus_report(path: Path) -> dict[str, Any] | None:
-    for line in reversed(_tail(path, 20_000).splitlines()):
+    for line in reversed(c.file_tail(path, 20_000).splitlines()):
         if line.startswith("{"):
             with contextlib.suppress(ValueError):
                 return dict(json.loads(line))
@@ -562,7 +556,7 @@ def _judge(
         return {
             "ok": False,
             "error": f"exit code {measured['exit_code']}",
-            "output_tail": _tail(log_path),
+            "output_tail": c.file_tail(log_path),
         }
     try:
         if work.direction == "download":
@@ -570,9 +564,13 @@ def _judge(
         else:
             checked = verify_upload(work, bench.data, bench.s3, bucket)
     except (VerifyError, OSError) as exc:
-        return {"ok": False, "error": f"wrong result: {exc}", "output_tail": _tail(log_path)}
+        return {"ok": False, "error": f"wrong result: {exc}", "output_tail": c.file_tail(log_path)}
     except Exception as exc:  # botocore: the object is not there at all
-        return {"ok": False, "error": f"wrong result: {exc!r}", "output_tail": _tail(log_path)}
+        return {
+            "ok": False,
+            "error": f"wrong result: {exc!r}",
+            "output_tail": c.file_tail(log_path),
+        }
     return {"ok": True, "verified": checked}
 
 
@@ -1007,13 +1005,10 @@ def _cache_note(cfg: dict[str, Any]) -> str:
 
 
 def _notes(cfg: dict[str, Any], machine: dict[str, Any]) -> list[str]:
-    notes = [f"page cache: {machine['page_cache']}"]
-    busy = machine.get("busy_cpus_at_start")
-    if busy is not None and busy > cfg["quiet_cpus"]:
-        notes.append(
-            f"WARNING: other processes kept {busy:.2f} CPUs busy when the run began; "
-            "figures from a busy machine are noisy"
-        )
+    notes = [
+        f"page cache: {machine['page_cache']}",
+        *c.machine_warnings(machine, cfg["quiet_cpus"]),
+    ]
     notes += [f"not measured: {why}" for why in machine["not_installed"].values()]
     versions = machine["tool_versions"]
     notes.append("versions: " + "; ".join(f"{k} {v}" for k, v in versions.items()))

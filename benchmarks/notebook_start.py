@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import secrets
 import shutil
@@ -164,28 +163,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _tail(path: Path, limit: int = 2000) -> str:
-    with contextlib.suppress(OSError):
-        return path.read_text(errors="replace")[-limit:]
-    return ""
-
-
 def _last_line(path: Path) -> str:
-    lines = [line.strip() for line in _tail(path).splitlines() if line.strip()]
+    lines = [line.strip() for line in c.file_tail(path).splitlines() if line.strip()]
     return lines[-1] if lines else "no output"
-
-
-def _json_in(path: Path) -> dict[str, Any] | None:
-    """The JSON object an ``altus ... --json`` command printed (notes and uv's output around it)."""
-    text, decoder, offset = _tail(path, 1_000_000), json.JSONDecoder(), 0
-    for line in text.splitlines(keepends=True):
-        if line.startswith("{"):
-            with contextlib.suppress(ValueError):
-                found = decoder.raw_decode(text, offset)[0]
-                if isinstance(found, dict):
-                    return found
-        offset += len(line)
-    return None
 
 
 def processes_mentioning(marker: Path) -> list[int]:
@@ -197,31 +177,6 @@ def processes_mentioning(marker: Path) -> list[int]:
                 if needle in (entry / "cmdline").read_bytes():
                     found.append(int(entry.name))
     return found
-
-
-def _command_line(pid: int) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:300]
-    return "?"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def end_processes(pids: list[int]) -> None:
-    """SIGTERM, a few seconds' grace, then SIGKILL for what is left."""
-    for signum in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, signum)
-        deadline = time.monotonic() + 5
-        while any(map(_pid_alive, pids)) and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 def _failed(measured: dict[str, Any], log_path: Path, timeout: float) -> str | None:
@@ -241,8 +196,8 @@ def run_command(bench: Bench, argv: list[str], env: dict[str, str], kind: str) -
     error = _failed(measured, log_path, timeout)
     sample = {"command": " ".join(argv), **measured, "ok": error is None}
     if error:
-        return sample | {"error": error, "output_tail": _tail(log_path)}
-    return sample | ({"report": _json_in(log_path)} if "--json" in argv else {})
+        return sample | {"error": error, "output_tail": c.file_tail(log_path)}
+    return sample | ({"report": c.json_in(log_path)} if "--json" in argv else {})
 
 
 # -- section 1: notebook start -----------------------------------------------------------------
@@ -274,9 +229,9 @@ def altus_stop(
     argv = [bench.tools["altus"], "notebook", "stop", name]
     stopped = run_command(bench, argv, env, "stop")
     pid = (record or {}).get("pid")
-    left = isinstance(pid, int) and _pid_alive(pid)
+    left = isinstance(pid, int) and c.pid_alive(pid)
     if isinstance(pid, int) and left:
-        end_processes([pid])
+        c.end_processes([pid])
     return {"wall_s": stopped["wall_s"], "ok": stopped["ok"], "server_left_running": left}
 
 
@@ -308,7 +263,7 @@ def plain_jupyter(bench: Bench, jupyter_lab: str) -> dict[str, Any]:
             stop_s = stop_process(process)
     shown = " ".join(argv).replace(token, "<token>")
     sample = {"command": shown, "wall_s": round(wall, 6), "ok": error is None, "stop_s": stop_s}
-    return sample | ({"error": error, "output_tail": _tail(log_path)} if error else {})
+    return sample | ({"error": error, "output_tail": c.file_tail(log_path)} if error else {})
 
 
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy for loopback
@@ -634,10 +589,10 @@ def started_bench(
         )
     finally:
         leftovers = processes_mentioning(root)
-        machine["leftover_processes"] = {pid: _command_line(pid) for pid in leftovers}
+        machine["leftover_processes"] = {pid: c.command_line(pid) for pid in leftovers}
         if leftovers:
             log(f"WARNING: processes of this run still there: {leftovers}; ending them")
-            end_processes(leftovers)
+            c.end_processes(leftovers)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -756,7 +711,7 @@ def build_report(
         f"{machine['date_utc']}",
         f"median of {cfg['repeats']} interleaved run(s); / peer = this median / the peer's "
         "(below 1: faster than the peer)",
-        *_notes(cfg, machine),
+        *c.machine_warnings(machine, cfg["quiet_cpus"]),
     ]
     titles = {
         "notebook": "Notebook start: command to a server whose REST API answers (warm page cache)",
@@ -768,19 +723,6 @@ def build_report(
     targets = build_targets(figures)
     lines += ["", "Targets", *(f"  [{t['status']}] {t['name']}: {t['detail']}" for t in targets)]
     return "\n".join(lines), targets
-
-
-def _notes(cfg: dict[str, Any], machine: dict[str, Any]) -> list[str]:
-    notes = []
-    busy = machine.get("busy_cpus_at_start")
-    if busy is not None and busy > cfg["quiet_cpus"]:
-        notes.append(
-            f"WARNING: other processes kept {busy:.2f} CPUs busy when the run began; "
-            "figures from a busy machine are noisy"
-        )
-    for pid, command in machine.get("leftover_processes", {}).items():
-        notes.append(f"WARNING: left running at the end (ended now): pid {pid}: {command[:120]}")
-    return notes
 
 
 def summary(figures: dict[str, Any]) -> dict[str, Any]:

@@ -747,13 +747,7 @@ def build_report(
 
 
 def _notes(cfg: dict[str, Any], machine: dict[str, Any], slurm: dict[str, Any]) -> list[str]:
-    notes = []
-    busy = machine.get("busy_cpus_at_start")
-    if busy is not None and busy > cfg["quiet_cpus"]:
-        notes.append(
-            f"WARNING: other processes kept {busy:.2f} CPUs busy when the run began; "
-            "figures from a busy machine are noisy"
-        )
+    notes = c.machine_warnings(machine, cfg["quiet_cpus"])
     for key, fig in slurm.items():
         others = sorted({job for s in fig["samples"] for job in s.get("other_jobs", ())})
         if others:
