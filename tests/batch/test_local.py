@@ -58,6 +58,20 @@ def test_wait_with_a_progress_bar_raises_nothing_when_a_task_fails(
     assert "5/5" in capsys.readouterr().err
 
 
+def test_a_short_map_gets_one_task_per_chunk_a_long_one_a_few_chunks_per_worker(
+    store_url: str,
+) -> None:
+    from altus.batch.knot import auto_chunksize
+
+    assert auto_chunksize(32, 2, single_task_chunks_per_worker=16) == 1
+    assert auto_chunksize(33, 2, single_task_chunks_per_worker=16) == 5
+    assert auto_chunksize(10_000, 2, single_task_chunks_per_worker=16) == 1_250
+    assert auto_chunksize(32, 2) == 4  # Slurm and Dask: each chunk starts something
+    job = altus.Knot(tasks.square, store=store_url, workers=2).map(range(20))
+    assert job.spec.n_chunks == 20
+    assert job.results() == [x * x for x in range(20)]
+
+
 def test_workers_are_long_lived(store_url: str) -> None:
     job = altus.Knot(tasks.nap, store=store_url, workers=2).map([0.01] * 20, chunksize=1)
     job.wait(timeout=30)

@@ -23,18 +23,23 @@ from altus.storage import open_store
 
 __all__ = ["Knot", "auto_chunksize"]
 
-CHUNKS_PER_WORKER = 4
-"""Enough chunks per worker to even out uneven tasks, few enough to keep overhead low."""
 SUBMIT_WINDOW = 0.005
 """Seconds ``submit`` waits for more calls to put in the same job."""
 SUBMIT_BATCH = 10_000
+CHUNKS_PER_WORKER = 4
+"""Enough chunks per worker to even out uneven tasks, few enough to keep overhead low."""
 MAX_CHUNK_BYTES = 64 << 20
 """A chunk of inputs larger than this is split, so no worker downloads one huge pickle."""
 
 
-def auto_chunksize(n_tasks: int, workers: int) -> int:
-    """About ``CHUNKS_PER_WORKER`` chunks per worker: 10,000 tiny tasks → a few dozen chunks."""
-    return max(1, math.ceil(n_tasks / (max(1, workers) * CHUNKS_PER_WORKER)))
+def auto_chunksize(n_tasks: int, workers: int, single_task_chunks_per_worker: int = 0) -> int:
+    """About ``CHUNKS_PER_WORKER`` chunks per worker (10,000 tiny tasks → a few dozen
+    chunks), or one task per chunk for a map of at most ``single_task_chunks_per_worker``
+    tasks per worker."""
+    workers = max(1, workers)
+    if n_tasks <= workers * single_task_chunks_per_worker:
+        return 1
+    return max(1, math.ceil(n_tasks / (workers * CHUNKS_PER_WORKER)))
 
 
 class Knot:
@@ -151,7 +156,9 @@ class Knot:
     def _launch(self, items: Sequence[Any], chunksize: int | None, calling: str) -> Job:
         backend = self.backend
         workers = self.workers or max(1, len(os.sched_getaffinity(0)) // self.resources.cpus)
-        size = chunksize or auto_chunksize(len(items), workers)
+        size = chunksize or auto_chunksize(
+            len(items), workers, backend.single_task_chunks_per_worker
+        )
         if size < 1:
             raise ConfigError(f"chunksize must be at least 1, got {size}")
         blobs, bounds = _pickle_chunks(items, size)

@@ -83,6 +83,10 @@ class Backend(ABC):
     """Starts N workers for a record, reports whether they still run, cancels them."""
 
     name: ClassVar[str]
+    single_task_chunks_per_worker: ClassVar[int] = 0
+    """A map of at most this many tasks per worker gets one task per chunk (when no
+    ``chunksize`` is given): few tasks are likely long ones, and one-task chunks even
+    them out. Backends that start something per chunk (a Slurm element, a Python) say 0."""
 
     @abstractmethod
     def launch(self, launch: Launch) -> None:
