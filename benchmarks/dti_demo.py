@@ -3,7 +3,7 @@ serial ``for`` loop in one process.
 
 One run on one machine. A private SeaweedFS server (``altus.storage.server.start`` on a
 state folder inside this run's temp folder, never the user's own server) holds the
-synthetic cohort of ``altus demo``: ``--subjects`` (8) subjects, each written once,
+synthetic cohort of ``altus demo``: ``--subjects`` (32) subjects, each written once,
 untimed, by ``altus.demo.cohort.write_subject`` into ``s3://altus-demo/HCP_1200/``. Every
 contender then runs ``process_subject(subject, data, output)`` of
 ``examples/dti_at_scale.py`` (imported as ``altus.demo.dti_at_scale``) for every subject:
@@ -69,7 +69,7 @@ stopped, and any process left that carries this run's marker (in its environment
 command line: children, local pools, workers, servers) is ended and named in the report;
 the temp folder is removed.
 
-    python benchmarks/dti_demo.py            # 8 subjects, 3 rounds: about 3 minutes on 2 cores
+    python benchmarks/dti_demo.py            # 32 subjects, 3 rounds: about 7 minutes on 2 cores
     python benchmarks/dti_demo.py --quick    # 4 subjects, 1 round: about 1 minute
 """
 
@@ -827,7 +827,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="altus demo's DTI pipeline: altus local map vs a serial loop in one process."
     )
     parser.add_argument("--quick", action="store_true", help="4 subjects, 1 round")
-    parser.add_argument("--subjects", type=int, default=None, help="cohort size (8; 4 quick)")
+    parser.add_argument("--subjects", type=int, default=None, help="cohort size (32; 4 quick)")
     parser.add_argument("--repeats", type=int, default=None, help="rounds (3; 1 quick)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file ({DEFAULT_OUT})")
     parser.add_argument(
@@ -849,7 +849,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     unknown = set(systems) - set(SYSTEMS)
     if unknown:
         raise SystemExit(f"unknown systems: {sorted(unknown)}")
-    subjects = args.subjects or (4 if args.quick else 8)
+    subjects = args.subjects or (4 if args.quick else 32)
     if subjects < 1:
         raise SystemExit("--subjects must be at least 1")
     return {
