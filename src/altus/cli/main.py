@@ -1,7 +1,7 @@
 """The ``altus`` entry point: the top-level group and the one place errors are reported.
 
-Command groups are listed in ``COMMAND_GROUPS`` and imported only when one is
-run, so ``altus --help`` and ``altus --version`` stay fast and never load the
+Command groups (and ``demo``, a single command) are listed in ``COMMAND_GROUPS``
+and imported only when one is run, so ``altus --help`` and ``altus --version`` stay fast and never load the
 batch core. Every error a command raises ends up in ``AltusGroup.invoke``,
 which prints one line (``altus: error: ...``) and exits 1; ``--debug`` or
 ``ALTUS_DEBUG=1`` adds the traceback.
