@@ -113,6 +113,8 @@ def run_demo(options: DemoOptions, say: Callable[[str], None] = lambda line: Non
 
 def _require_extras() -> Any:
     try:
+        import matplotlib  # noqa: F401  (the figure, at the end: missing, say so now)
+
         from altus.demo import dti_at_scale
     except ImportError as exc:
         raise ConfigError(
