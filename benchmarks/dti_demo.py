@@ -148,14 +148,20 @@ def child_setup(params: dict[str, Any]) -> dict[str, Any]:
     return {"subjects": subjects, "seconds": round(seconds, 3)}
 
 
+def import_pipeline() -> tuple[Any, float]:
+    """altus and the demo's pipeline module (DIPY, nibabel), and the seconds that took."""
+    start = time.perf_counter()
+    import altus  # noqa: F401
+    from altus.demo import dti_at_scale
+
+    return dti_at_scale, time.perf_counter() - start
+
+
 def child_serial(params: dict[str, Any]) -> dict[str, Any]:
     """A ``for`` loop in this process; the imports timed apart."""
     child_environment(params)
-    start = time.perf_counter()
-    import altus  # noqa: F401
-    from altus.demo.dti_at_scale import process_subject
-
-    imports = time.perf_counter() - start
+    pipeline, imports = import_pipeline()
+    process_subject = pipeline.process_subject
     data, output = params["data"], params["output"]
     cpu = time.process_time()
     start = time.perf_counter()
@@ -173,11 +179,7 @@ def child_serial(params: dict[str, Any]) -> dict[str, Any]:
 def child_altus(params: dict[str, Any]) -> dict[str, Any]:
     """``dti_at_scale.run`` (a local Knot map) and ``gather``; the imports timed apart."""
     child_environment(params)
-    start = time.perf_counter()
-    import altus  # noqa: F401
-    from altus.demo import dti_at_scale
-
-    imports = time.perf_counter() - start
+    dti_at_scale, imports = import_pipeline()
     start = time.perf_counter()
     job = dti_at_scale.run(params["subjects"], params["data"], params["output"])
     rows = job.gather(progress=False)
@@ -200,11 +202,8 @@ def child_ceiling(params: dict[str, Any]) -> dict[str, Any]:
     from concurrent.futures import ProcessPoolExecutor
     from itertools import repeat
 
-    start = time.perf_counter()
-    import altus  # noqa: F401
-    from altus.demo.dti_at_scale import process_subject
-
-    imports = time.perf_counter() - start
+    pipeline, imports = import_pipeline()
+    process_subject = pipeline.process_subject
     subjects, workers = params["subjects"], params["workers"]
     start = time.perf_counter()
     fork = multiprocessing.get_context("fork")
