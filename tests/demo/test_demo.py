@@ -11,10 +11,11 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -49,9 +50,9 @@ def read_nifti(url: str, environment: dict[str, str]) -> np.ndarray:
     return np.asanyarray(nib.Nifti1Image.from_bytes(blob).dataobj)
 
 
-def demo_json(done: object) -> dict[str, object]:
-    assert done.returncode == 0, done.stderr  # type: ignore[attr-defined]
-    return json.loads(done.stdout)  # type: ignore[attr-defined, no-any-return]
+def demo_json(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stderr
+    return dict(json.loads(done.stdout))
 
 
 def test_demo_writes_fitted_maps_close_to_the_truth_then_reuses_the_cohort(
@@ -224,7 +225,6 @@ def cohort_files(without: str | None) -> list[str]:
 def test_the_example_script_runs_on_a_bucket_and_lists_the_failure(
     hcp_bucket: str, s3_env: dict[str, str], tmp_path: Path
 ) -> None:
-    import subprocess
     import sys
 
     example = Path(__file__).parents[2] / "examples" / "dti_at_scale.py"

@@ -23,11 +23,11 @@ from altus.storage import open_store
 
 __all__ = ["Knot", "auto_chunksize"]
 
+CHUNKS_PER_WORKER = 4
+"""Enough chunks per worker to even out uneven tasks, few enough to keep overhead low."""
 SUBMIT_WINDOW = 0.005
 """Seconds ``submit`` waits for more calls to put in the same job."""
 SUBMIT_BATCH = 10_000
-CHUNKS_PER_WORKER = 4
-"""Enough chunks per worker to even out uneven tasks, few enough to keep overhead low."""
 MAX_CHUNK_BYTES = 64 << 20
 """A chunk of inputs larger than this is split, so no worker downloads one huge pickle."""
 

@@ -52,8 +52,8 @@ class DemoResult:
     subjects: list[str]
     rows: list[dict[str, Any]]
     failures: dict[str, str]  # subject → "ErrorType: message"
-    summary_csv: Path | None
-    figure: Path | None
+    summary_csv: Path | None = None
+    figure: Path | None = None
     endpoint: str | None = None  # the S3 server the demo used, if its own
     server_left_running: bool = False
     cohort_written: int = 0
@@ -225,8 +225,7 @@ def _run_pipeline(
     elapsed = time.perf_counter() - started
     rows = job.results(errors="skip")
     failures = {subjects[e.task]: f"{e.error_type}: {e.message}" for e in job.errors()}
-    return DemoResult(job.id, data, output, subjects, rows, failures, None, None,
-                      pipeline_seconds=elapsed)  # fmt: skip
+    return DemoResult(job.id, data, output, subjects, rows, failures, pipeline_seconds=elapsed)
 
 
 def _fa_errors(rows: list[dict[str, Any]], output: str) -> dict[str, float]:
