@@ -1,16 +1,22 @@
 """Fixtures every test gets: no test sees the real home, AWS account or altus settings.
 
 Also ``s3_server`` (one SeaweedFS S3 server per session), ``s3_bucket`` (a fresh
-bucket on it) and ``s3_env`` (``AWS_*`` pointing at it), for the tests that ask.
+bucket on it) and ``s3_env`` (``AWS_*`` pointing at it), for the tests that ask;
+``other_user`` (a second local account) and ``shared_tmp`` (a folder that account
+can reach) for the tests of what another user on a shared machine can see.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -131,3 +137,69 @@ def s3_env(s3_server: ServerInfo, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     return environment
+
+
+OTHER_USER = "altus-other"
+
+
+@dataclass(frozen=True)
+class OtherUser:
+    """A second local account, as on a shared login node: no altus, no credentials.
+
+    It cannot run this test's Python (it lives under ``/root``); ``run`` gives it
+    Debian's ``/usr/bin/python3``, ``curl`` and whatever a test copies into a
+    folder it can reach (``shared_tmp``).
+    """
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+    def run(
+        self, args: Sequence[str], *, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``args`` as this user, with a clean environment of its own."""
+        return subprocess.run(
+            list(args),
+            user=self.uid,
+            group=self.gid,
+            extra_groups=[],
+            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.home, "LANG": "C.UTF-8"},
+            cwd="/",
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def other_user() -> OtherUser:
+    """The account ``altus-other``, created if this machine lacks it (the tests run as root)."""
+    if os.geteuid() != 0:
+        pytest.fail("the tests of what other users can reach run as root, to add a user")
+    try:
+        entry = pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--create-home", "--shell", "/bin/sh", OTHER_USER],
+            check=True,
+            capture_output=True,
+        )
+        entry = pwd.getpwnam(OTHER_USER)
+    return OtherUser(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A fresh folder that every user can reach (0755 under ``/tmp``), removed afterwards.
+
+    pytest's own ``tmp_path`` is below a 0700 folder, where another user could not
+    look whatever altus did; here only the modes altus sets can keep them out.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="altus-shared-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
