@@ -17,29 +17,42 @@ Files hold one table per section::
     backend = "local"
     retries = 3
 
-Each layer is checked on its own, so an unknown key or a wrong type is reported
-with the file or variable it came from. Nothing here is cached: the caller
+    [store]
+    mode = "group"     # job records readable by the store folder's group; default "private"
+
+Each layer is checked on its own, so an unknown key, a wrong type or a value
+out of range is reported with the file or variable it came from; a settings
+file that is there but cannot be read (a folder, a dangling link, a link loop)
+is an error too, never silently skipped. Nothing here is cached: the caller
 resolves settings once and passes the frozen result on.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 import typing
+import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from altus.errors import ConfigError
 
-__all__ = ["BatchSettings", "Paths", "Settings", "load_settings"]
+__all__ = ["BatchSettings", "Paths", "Settings", "StoreSettings", "load_settings"]
 
 ENV_PREFIX = "ALTUS_"
 PROJECT_FILE = "altus.toml"
 USER_FILE = "config.toml"
+MAX_TIMEOUT = 365 * 24 * 3600.0
+"""A task timeout longer than a year is no timeout; past ~1e9 s the OS refuses the alarm."""
+WORKERS_PER_CPU = 4
+"""More local workers than this per CPU earns a warning: tasks that wait on I/O gain from
+a few per CPU, past that each worker is a process that only adds memory and switching."""
+STORE_MODES = ("private", "group")
 
 
 @dataclass(frozen=True)
@@ -64,11 +77,24 @@ class BatchSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    """Who may read what altus writes to a ``file://`` store (job records).
+
+    ``private`` (the default): the owner only (files 0600, folders 0700), because
+    results and captured output often hold secrets. ``group``: the group of the
+    store's folder may read too (files 0640, setgid folders 2750); nobody else.
+    """
+
+    mode: str = "private"
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything configurable, resolved from all layers."""
 
     paths: Paths
     batch: BatchSettings
+    store: StoreSettings = field(default_factory=StoreSettings)
 
     @property
     def default_store_url(self) -> str:
@@ -80,13 +106,18 @@ class Settings:
 
 Layer = dict[str, dict[str, Any]]
 
-_SECTIONS: Mapping[str, type[Any]] = {"batch": BatchSettings}
+_SECTIONS: Mapping[str, type[Any]] = {"batch": BatchSettings, "store": StoreSettings}
 
 _RULES: Mapping[str, tuple[Callable[[Any], bool], str]] = {
     "batch.retries": (lambda value: value >= 0, "must be 0 or more"),
     "batch.workers": (lambda value: value >= 1, "must be 1 or more"),
-    "batch.timeout": (lambda value: value > 0, "must be more than 0 seconds"),
+    "batch.timeout": (
+        lambda value: math.isfinite(value) and 0 < value <= MAX_TIMEOUT,
+        f"must be more than 0 and at most {MAX_TIMEOUT:.0f} seconds (a year);"
+        " leave it unset for no timeout",
+    ),
     "batch.backend": (lambda value: bool(value.strip()), "must not be empty"),
+    "store.mode": (lambda value: value in STORE_MODES, f"must be one of {', '.join(STORE_MODES)}"),
 }
 
 
@@ -106,7 +137,9 @@ def load_settings(
         _override_layer(overrides or {}),
     ]
     merged = _merge(layers)
-    return Settings(paths=paths, batch=dataclasses.replace(BatchSettings(), **merged["batch"]))
+    batch = dataclasses.replace(BatchSettings(), **merged["batch"])
+    _warn_about_workers(batch)
+    return Settings(paths=paths, batch=batch, store=StoreSettings(**merged["store"]))
 
 
 def resolve_paths(environ: Mapping[str, str]) -> Paths:
@@ -121,13 +154,27 @@ def resolve_paths(environ: Mapping[str, str]) -> Paths:
 
 
 def find_project_file(cwd: Path) -> Path | None:
-    """The nearest ``altus.toml`` in ``cwd`` or one of its parents."""
+    """The nearest ``altus.toml`` in ``cwd`` or one of its parents, whatever it is: one
+    that is not a readable file is reported when read, not passed over."""
     start = cwd.absolute()
     for folder in (start, *start.parents):
         candidate = folder / PROJECT_FILE
-        if candidate.is_file():
+        if os.path.lexists(candidate):
             return candidate
     return None
+
+
+def _warn_about_workers(batch: BatchSettings) -> None:
+    """Local workers are processes on this machine: far more than its CPUs is a mistake."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    if batch.backend == "local" and batch.workers and batch.workers > WORKERS_PER_CPU * cpus:
+        warnings.warn(
+            f"batch.workers = {batch.workers} starts that many processes on {cpus} CPU(s);"
+            f" more than {WORKERS_PER_CPU} per CPU only adds memory and switching",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _xdg_dir(environ: Mapping[str, str], variable: str, fallback: Path) -> Path:
@@ -138,7 +185,7 @@ def _xdg_dir(environ: Mapping[str, str], variable: str, fallback: Path) -> Path:
 
 
 def _file_layer(path: Path | None) -> Layer:
-    if path is None or not path.is_file():
+    if path is None or not os.path.lexists(path):
         return {}
     document = _read_toml(path)
     layer: Layer = {}
@@ -159,7 +206,15 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read settings file: {exc.strerror}") from exc
+        raise ConfigError(f"{path}: cannot read settings file: {_unreadable(path, exc)}") from exc
+
+
+def _unreadable(path: Path, exc: OSError) -> str:
+    if isinstance(exc, IsADirectoryError):
+        return "it is a folder"
+    if isinstance(exc, FileNotFoundError) and path.is_symlink():
+        return f"it is a link to {os.readlink(path)}, which does not exist"
+    return (exc.strerror or str(exc)).lower()
 
 
 def _env_layer(environ: Mapping[str, str]) -> Layer:

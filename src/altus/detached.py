@@ -3,7 +3,9 @@
 The local S3 server and notebook servers both run detached: in their own
 session (so closing the terminal, or the death of the process that started
 them, does not end them), logging to a file, found again later from a record.
-Their secrets live in files that are 0600 from the moment they exist. POSIX only.
+Their secrets live in files that are 0600 from the moment they exist, and every
+state folder altus keeps (``private_folder``) is 0700: logs and records of
+what ran are nobody else's business on a shared machine. POSIX only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ __all__ = [
     "log_tail",
     "open_private",
     "pid_exists",
+    "private_folder",
     "spawn",
     "stop_group",
     "write_private",
@@ -88,10 +91,30 @@ def write_private(path: Path, text: str) -> None:
         raise
 
 
+def private_folder(path: Path) -> Path:
+    """``path`` as a folder only its owner can enter (0700), with any missing parents 0700.
+
+    Parents that exist keep their modes (they may be the user's); ``path`` itself is
+    altus's own and is made 0700 even if an older version left it open.
+    """
+    missing = []
+    folder = path
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made by another process meanwhile
+            folder.mkdir(mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
 @contextlib.contextmanager
-def open_private(path: Path) -> Iterator[int]:
-    """A descriptor on ``path``, truncated, 0600 even if it existed with other modes."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def open_private(path: Path, *, append: bool = False) -> Iterator[int]:
+    """A descriptor on ``path``, 0600 even if it existed with other modes; truncated
+    unless ``append``."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    descriptor = os.open(path, flags, 0o600)
     try:
         os.fchmod(descriptor, 0o600)
         yield descriptor

@@ -17,7 +17,9 @@ from altus.storage import LocalStore, Store
 
 @pytest.fixture
 def root(tmp_path: Path) -> Store:
-    return LocalStore(tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
+    store.make_root()  # a write never makes a store's own root
+    return store
 
 
 @pytest.fixture

@@ -77,6 +77,7 @@ class Knot:
         self.retries = settings.retries
         self.timeout = settings.timeout
         self.store_url = resolved.default_store_url
+        self.store_mode = resolved.store.mode
         self.name: str = name or getattr(func, "__name__", None) or "job"
         self.resources = Resources.from_user(resources)
         self.backend_options = backend_options
@@ -177,7 +178,7 @@ class Knot:
             backend_options=self.backend_options,
             **submission_context(),
         )
-        root = open_store(self.store_url)
+        root = open_store(self.store_url, self.store_mode)
         function_blob = self._function_blob()
         record = JobRecord.create(root, spec, function_blob, blobs)
         while record is None:  # the id was taken: same name, same second, same 16 bits

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from altus.errors import JobNotFound, RecordError
+from altus.errors import JobNotFound, RecordError, StoreError
 from altus.storage import Store, open_store
 
 __all__ = [
@@ -295,13 +295,27 @@ class JobRecord:
     def create(
         cls, root: Store, spec: JobSpec, function_blob: bytes, chunk_blobs: Iterable[bytes]
     ) -> JobRecord | None:
-        """Write a new record; None if a record with this id exists (draw another id)."""
+        """Write a new record; None if a record with this id exists (draw another id).
+
+        A record that cannot be written whole (a full disk) is removed again and
+        reported as one ``StoreError``: no half-written folder is left behind.
+        """
         store = root.child(spec.id)
-        if not store.create("function.pkl", function_blob):  # claims the id
-            return None
-        for chunk, blob in enumerate(chunk_blobs):
-            store.write(f"inputs/{chunk:06d}.pkl", blob)
-        store.write("spec.json", spec.to_json())  # last: a record with a spec is complete
+        claimed = False
+        try:
+            store.make_root()
+            if not store.create("function.pkl", function_blob):  # claims the id
+                return None
+            claimed = True
+            for chunk, blob in enumerate(chunk_blobs):
+                store.write(f"inputs/{chunk:06d}.pkl", blob)
+            store.write("spec.json", spec.to_json())  # last: a record with a spec is complete
+            store.sync()
+        except OSError as exc:
+            if claimed or not any(store.children("")):
+                store.delete_tree("")
+            reason = (exc.strerror or str(exc)).lower()
+            raise StoreError(f"cannot write the job record to {root.url}: {reason}") from exc
         return cls(store, spec)
 
     @classmethod

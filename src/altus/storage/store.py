@@ -10,10 +10,22 @@ rename/link) and onto S3 (one PUT, ``If-None-Match: *`` for create).
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
-__all__ = ["Store"]
+__all__ = ["Store", "redact"]
+
+_USERINFO = re.compile(r"(?<=://)[^/\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the ``user:password@`` of every URL in it taken out.
+
+    Endpoint and store URLs may carry credentials; every message that shows a
+    URL (and the CLI's one error line, as a last guard) goes through here.
+    """
+    return _USERINFO.sub("", text)
 
 
 class Store(ABC):
@@ -32,6 +44,14 @@ class Store(ABC):
     @abstractmethod
     def create(self, key: str, data: bytes) -> bool:
         """Write the object only if it does not exist yet; False if it did."""
+
+    def make_root(self) -> None:
+        """Create the root where the store has folders; object stores have none."""
+        return None
+
+    def sync(self) -> None:
+        """Make every write so far durable; a no-op where each write already is (S3)."""
+        return None
 
     @abstractmethod
     def exists(self, key: str) -> bool:
@@ -60,4 +80,4 @@ class Store(ABC):
         return open_store(self.url.rstrip("/") + "/" + prefix.strip("/"))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.url!r})"
+        return f"{type(self).__name__}({redact(self.url)!r})"

@@ -24,6 +24,7 @@ from typing import IO, Any, ClassVar
 from altus.batch.backends.base import Backend, Launch, Resources, worker_environment
 from altus.batch.record import JobRecord
 from altus.config import load_settings
+from altus.detached import open_private, private_folder
 from altus.errors import BackendError
 
 __all__ = ["LocalBackend", "visible_gpus", "worker_keys"]
@@ -73,15 +74,14 @@ class _Pool:
     """This process's connection to its pool: commands out, events in."""
 
     def __init__(self) -> None:
-        log_dir = load_settings().paths.state_dir / "local-pool"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        log_dir = private_folder(load_settings().paths.state_dir / "local-pool")
         self.log_path = log_dir / f"client-{os.getpid()}.log"
         self.changed: dict[str, threading.Event] = {}
         self.active: set[tuple[str, int]] = set()
         self.abandoned: dict[str, str] = {}
         """record URL → why the pool gave the job up."""
         self.lock = threading.Lock()
-        with open(self.log_path, "ab") as log:
+        with open_private(self.log_path, append=True) as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "altus.batch.backends.local_pool"],
                 stdin=subprocess.PIPE,
