@@ -40,6 +40,9 @@ class CopyPlan:
     items: list[CopyItem] = field(default_factory=list)
     skipped: int = 0
     refused: list[tuple[str, str]] = field(default_factory=list)
+    root: Path = field(default_factory=Path)
+    """A download's destination folder: every item's path lies below it, and below it
+    nothing is written through a symbolic link (``safety.DestinationFolders``)."""
 
     @property
     def total_bytes(self) -> int:
@@ -68,7 +71,7 @@ def plan_copy(
 def execute(plan: CopyPlan, transfers: Transfers, report: CopyReport) -> CopyReport:
     """Run a plan: downloads, uploads or copies between buckets."""
     if plan.direction == "download":
-        return transfers.download(plan.items, report)
+        return transfers.download(plan.items, report, plan.root)
     if plan.direction == "upload":
         return transfers.upload(plan.items, report)
     return transfers.copy(plan.items, plan.target_bucket, report)
@@ -126,13 +129,15 @@ def _plan_download(
     selection: Selection,
     force: bool,
 ) -> CopyPlan:
-    plan = CopyPlan("download", source.bucket)
+    plan = CopyPlan("download", source.bucket, root=root)
     listed, pattern = split_wildcard(source.path)
     if pattern is None and not recursive:
         entry = _head(client, source)
         name = source.path.rsplit("/", 1)[-1]
         into_folder = root.is_dir() or str(root).endswith(("/", os.sep))
-        _add_download(plan, entry, root / name if into_folder else root, force)
+        target = root / name if into_folder else root
+        plan.root = target.parent
+        _add_download(plan, entry, target, force)
         return plan
     base = listed if pattern is not None else _as_folder(listed)
     base = base[: base.rfind("/") + 1]  # the relative part starts after a "/"

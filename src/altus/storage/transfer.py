@@ -13,7 +13,16 @@ backoff and jitter.
 Every download is written to a hidden temp file next to its target and
 renamed only once complete and of the expected size, with the object's
 modification time, so an interrupted copy leaves no partial file at a final
-name and a rerun skips what is complete (same size, same time).
+name and a rerun skips what is complete (same size, same time). The temp file
+is the user's alone (0600) until then, and gets the mode ``cp`` would give it
+(0666 less the umask) just before the rename.
+
+Someone else may be able to write to the destination folder. So every name in
+it is opened, made, renamed and removed relative to a descriptor of its folder,
+opened once without following links (``safety.DestinationFolders``); temp
+names are created exclusively, and a resume file or part ledger already there
+is reused only if it is a plain file of ours linked nowhere else
+(``safety.open_own``), else the download starts over.
 """
 
 from __future__ import annotations
@@ -32,8 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from altus.errors import UnsafeKeyError
 from altus.storage.ranged_get import SignedRanges
 from altus.storage.s3 import S3Client, translate_error
+from altus.storage.safety import DestinationFolders, create_private, open_own
 
 __all__ = ["CopyItem", "CopyReport", "Transfers"]
 
@@ -122,18 +133,24 @@ class Transfers:
     checksum: bool = False
     """Also compare MD5 sums with the server's ETags, where an ETag is one (not multipart)."""
     progress: Progress = field(default_factory=Progress)
-    _folders: set[str] = field(default_factory=set)
     _fast_failed: bool = False
     """Set once a signed ranged GET failed: the remaining parts all go through obstore."""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def download(self, items: Sequence[CopyItem], report: CopyReport) -> CopyReport:
+    def download(self, items: Sequence[CopyItem], report: CopyReport, root: Path) -> CopyReport:
+        """Download ``items``, whose paths all lie below the destination folder ``root``."""
         started = time.perf_counter()
-        small = [item for item in items if item.size <= self.part_size]
-        self._on_threads(small, self._download_one, report)
-        for item in items:
-            if item.size > self.part_size:
-                self._download_one(item, report)
+        folders = DestinationFolders(root)
+        try:
+            small = [item for item in items if item.size <= self.part_size]
+            self._on_threads(
+                small, lambda item, rep: self._download_one(item, rep, folders), report
+            )
+            for item in items:
+                if item.size > self.part_size:
+                    self._download_one(item, report, folders)
+        finally:
+            folders.close()
         report.seconds += time.perf_counter() - started
         return report
 
@@ -195,74 +212,91 @@ class Transfers:
 
     # -- downloads ----------------------------------------------------------------------
 
-    def _download_one(self, item: CopyItem, report: CopyReport) -> None:
+    def _download_one(
+        self, item: CopyItem, report: CopyReport, folders: DestinationFolders
+    ) -> None:
         where = f"s3://{self.bucket}/{item.key}"
-        final = str(item.path)
-        folder, name = os.path.split(final)
-        folder = folder or "."
         try:
-            self._make_folder(folder)
-            if item.size > self.part_size:
-                self._download_parts(item, os.path.join(folder, f".{name}.altus-resume"), final)
-            else:
-                self._download_whole(item, folder, name, final)
+            relative = item.path.relative_to(folders.root)
+            folder = relative.parent.as_posix()
+            place = _Place(self._hold(folders, folder), relative.name, folders.file_mode)
+            try:
+                if item.size > self.part_size:
+                    self._download_parts(item, place)
+                else:
+                    self._download_whole(item, place)
+            finally:
+                folders.release(folder)
         except Exception as exc:
             self._failed(report, where, _reason(exc, "download", where))
             return
         self._done(report, item)
 
-    def _make_folder(self, folder: str) -> None:
-        """Each destination folder is made (or cleaned of what killed copies left) once."""
-        with self._lock:
-            if folder in self._folders:
-                return
-            self._folders.add(folder)
-        os.makedirs(folder, exist_ok=True)
-        _remove_orphaned_temp_files(folder)
+    @staticmethod
+    def _hold(folders: DestinationFolders, folder: str) -> int:
+        """The folder's descriptor; the first time, cleared of what killed copies left."""
+        fd, first = folders.hold(folder)
+        if first:
+            try:
+                _remove_orphaned_temp_files(fd)
+            except BaseException:
+                folders.release(folder)
+                raise
+        return fd
 
-    def _download_whole(self, item: CopyItem, folder: str, name: str, final: str) -> None:
+    def _download_whole(self, item: CopyItem, place: _Place) -> None:
         """One GET, streamed to a temp file in blocks: a thread holds about ``STREAM_BLOCK``
         of it at a time, so many threads on mid-sized objects stay small in memory."""
         import obstore
 
-        tmp = os.path.join(folder, f".{name}.altus-{os.getpid()}-{secrets.token_hex(4)}")
+        tmp = _temp_name(f".{place.name}")
         response = obstore.get(self._store, item.key)  # no temp file until the server answers
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = create_private(place.folder, tmp)
         try:
-            digest = _md5() if self.checksum else None
-            offset = 0
-            for block in response.stream(min_chunk_size=STREAM_BLOCK):
-                _write_all(fd, memoryview(block), offset)
-                offset += len(block)
-                if digest is not None:
-                    digest.update(block)
-                self.progress.add(len(block))
-            if offset != item.size:
-                raise OSError(f"got {offset} bytes, expected {item.size} (changed while copying?)")
-            if digest is not None:
-                _check_md5(digest.hexdigest(), item.etag)
-            os.utime(fd, (item.modified, item.modified))
-            os.close(fd)
-            os.replace(tmp, final)
+            try:
+                self._stream_whole(response, fd, item)
+                place.finish(fd, item.modified)
+            finally:
+                os.close(fd)
+            place.rename(tmp)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+                os.unlink(tmp, dir_fd=place.folder)
             raise
 
-    def _download_parts(self, item: CopyItem, tmp: str, final: str) -> None:
+    def _stream_whole(self, response: Any, fd: int, item: CopyItem) -> None:
+        digest = _md5() if self.checksum else None
+        offset = 0
+        for block in response.stream(min_chunk_size=STREAM_BLOCK):
+            _write_all(fd, memoryview(block), offset)
+            offset += len(block)
+            if digest is not None:
+                digest.update(block)
+            self.progress.add(len(block))
+        if offset != item.size:
+            raise OSError(f"got {offset} bytes, expected {item.size} (changed while copying?)")
+        if digest is not None:
+            _check_md5(digest.hexdigest(), item.etag)
+
+    def _download_parts(self, item: CopyItem, place: _Place) -> None:
         """Ranged GETs on ``parts_in_flight`` threads, each streamed to its place in the
         file in blocks of ``STREAM_BLOCK``: buffers stay small, not one per part.
 
         The temp file keeps a stable name and a ledger of the parts on disk, so a copy
         that failed or was killed half-way fetches only the missing parts next time
-        (while the object is unchanged); a lock keeps two copies from sharing it.
+        (while the object is unchanged); a lock keeps two copies from sharing it. Both
+        are reused only if they are plain files of ours (``_open_resume``).
         """
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT, 0o644)
+        resume = f".{place.name}.altus-resume"
+        fd, reused = _open_resume(place.folder, resume)
         try:
-            _lock_or_fail(fd, tmp)
-            ledger = PartLedger.load(tmp + ".json", self._identity(item))
+            _lock_or_fail(fd, resume)
+            identity = self._identity(item)
+            ledger = (
+                PartLedger.load(place.folder, resume + ".json", identity)
+                if reused
+                else PartLedger(place.folder, resume + ".json", identity, set())
+            )
             if not ledger.done:
                 os.ftruncate(fd, 0)
                 _preallocate(fd, item.size)
@@ -281,8 +315,8 @@ class Transfers:
             finally:
                 if fast is not None:
                     fast.close()
-            os.utime(fd, (item.modified, item.modified))
-            os.replace(tmp, final)
+            place.finish(fd, item.modified)
+            place.rename(resume)
             ledger.remove()
         finally:
             os.close(fd)
@@ -362,36 +396,93 @@ class Transfers:
         self._done(report, item)
 
 
+@dataclass(frozen=True)
+class _Place:
+    """Where a download lands: its folder's descriptor, its name there, its final mode."""
+
+    folder: int
+    name: str
+    mode: int
+
+    def finish(self, fd: int, modified: float) -> None:
+        """The object's time and the user's mode, set on the complete temp file."""
+        os.utime(fd, (modified, modified))
+        os.fchmod(fd, self.mode)
+
+    def rename(self, tmp: str) -> None:
+        """Put ``tmp`` at the final name; a link there is replaced, never followed."""
+        os.replace(tmp, self.name, src_dir_fd=self.folder, dst_dir_fd=self.folder)
+
+
 class PartLedger:
     """The parts of a big download already on disk, in a JSON file beside its temp file."""
 
-    def __init__(self, path: str, identity: dict[str, Any], done: set[int]) -> None:
-        self.path = path
+    def __init__(self, folder: int, name: str, identity: dict[str, Any], done: set[int]) -> None:
+        self.folder = folder
+        self.name = name
         self.identity = identity
         self.done = done
 
     @classmethod
-    def load(cls, path: str, identity: dict[str, Any]) -> PartLedger:
-        """The ledger at ``path`` if it describes the same object, else an empty one."""
+    def load(cls, folder: int, name: str, identity: dict[str, Any]) -> PartLedger:
+        """The ledger ``name`` in ``folder`` if it is a plain file of ours that describes
+        the same object, else an empty one."""
         try:
-            with open(path, "rb") as file:
-                saved = json.load(file)
-            if saved.get("identity") == identity:
-                return cls(path, identity, {int(start) for start in saved["done"]})
-        except (OSError, ValueError, KeyError, TypeError):
+            fd = open_own(folder, name, os.O_RDONLY)
+            if fd is not None:
+                with open(fd, "rb") as file:
+                    saved = json.load(file)
+                if saved.get("identity") == identity:
+                    return cls(folder, name, identity, {int(start) for start in saved["done"]})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
-        return cls(path, identity, set())
+        return cls(folder, name, identity, set())
 
     def add(self, start: int) -> None:
+        """Record a part, written to a new temp file renamed over the ledger."""
         self.done.add(start)
-        tmp = f"{self.path}.{os.getpid()}"
-        with open(tmp, "w") as file:
-            json.dump({"identity": self.identity, "done": sorted(self.done)}, file)
-        os.replace(tmp, self.path)
+        data = json.dumps({"identity": self.identity, "done": sorted(self.done)}).encode()
+        tmp = _temp_name(self.name)
+        fd = create_private(self.folder, tmp)
+        try:
+            try:
+                _write_all(fd, memoryview(data), 0)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.name, src_dir_fd=self.folder, dst_dir_fd=self.folder)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=self.folder)
+            raise
 
     def remove(self) -> None:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+            os.unlink(self.name, dir_fd=self.folder)
+
+
+def _temp_name(hidden: str) -> str:
+    """A temp name for the hidden name ``hidden``, which ``_remove_orphaned_temp_files``
+    recognises once this process is gone."""
+    return f"{hidden}.altus-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _open_resume(folder: int, resume: str) -> tuple[int, bool]:
+    """The resume file of a big download and whether it was already there. One that is
+    not a plain file of ours (a link, another user's, a hard link) is removed with its
+    ledger, and a new one made exclusively: nothing is ever written through it."""
+    fd = open_own(folder, resume, os.O_RDWR)
+    if fd is not None:
+        return fd, True
+    for name in (resume + ".json", resume):
+        try:
+            os.unlink(name, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise UnsafeKeyError(
+                f"{name} is not a plain file of yours and cannot be removed ({exc.strerror})"
+            ) from exc
+    return create_private(folder, resume, os.O_RDWR), False
 
 
 def _lock_or_fail(fd: int, path: str) -> None:
@@ -406,14 +497,14 @@ def _lock_or_fail(fd: int, path: str) -> None:
 _TEMP_FILE = re.compile(r"^\..+\.altus-(\d+)-[0-9a-f]{8}$")
 
 
-def _remove_orphaned_temp_files(folder: str) -> None:
+def _remove_orphaned_temp_files(folder: int) -> None:
     """Delete temp files of downloads whose process is gone (killed mid-copy)."""
     with os.scandir(folder) as entries:
         for entry in entries:
             match = _TEMP_FILE.match(entry.name)
             if match and not _alive(int(match[1])):
                 with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
+                    os.unlink(entry.name, dir_fd=folder)
 
 
 def _alive(pid: int) -> bool:
