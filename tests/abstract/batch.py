@@ -319,6 +319,23 @@ class BatchBackendSuite:
         assert isinstance(results[1], Exception)
         assert [error.task for error in job.errors()] == [1]
 
+    def test_task_raising_keyboard_interrupt_fails_only_its_task(
+        self, knot: Callable[..., altus.Knot]
+    ) -> None:
+        job = knot(tasks.interrupt_on_one, retries=0).map(range(3), chunksize=3)
+        assert job.wait(timeout=60)
+        results = job.results(errors="return")
+        assert results[0][0] == 0
+        assert results[2] == (2, results[0][1]), "the worker did not survive the interrupt"
+        assert isinstance(results[1], BaseException)
+        [error] = job.errors()
+        assert (error.task, error.error_type) == (1, "KeyboardInterrupt")
+        assert "stop at 1" in error.message
+        assert "interrupt_on_one" in error.traceback
+        status = job.task_status(1)
+        assert status is not None
+        assert status["pid"] == results[0][1], "task 1 was not recorded by its own worker"
+
     def test_worker_dying_before_its_first_task_is_not_retried_forever(
         self, knot: Callable[..., altus.Knot]
     ) -> None:
@@ -496,6 +513,25 @@ class BatchBackendSuite:
         assert "signal 9" in status["exit_reason"]
         assert status["error_type"] == "altus.errors.WorkerDied"
         assert recorded_counts(job) == Counter(range(5))
+
+    def test_a_dead_workers_forked_child_neither_stalls_the_job_nor_outlives_it(
+        self, knot: Callable[..., altus.Knot], folder: Path
+    ) -> None:
+        job = knot(tasks.fork_child_then_die_on_one, retries=1).map(
+            [(str(folder), x) for x in range(3)], starmap=True, chunksize=3
+        )
+        try:
+            assert job.wait(timeout=30), "the job stalled: the dead worker was never noticed"
+            assert job.results() == [0, 10, 20]
+            children = read_pids(folder)
+            assert len(children) == 2
+            wait_until(
+                lambda: not any(map(is_running, children)), timeout=10, what="the task's children"
+            )
+        finally:
+            job.cancel()
+            for pid in filter(is_running, read_pids(folder)):
+                os.kill(pid, signal.SIGKILL)
 
     # -- timeouts -------------------------------------------------------------------------
 

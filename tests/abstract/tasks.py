@@ -6,6 +6,7 @@ Functions that take ``folder`` talk to the test through files in it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -224,3 +225,51 @@ def python_prefix(x: int) -> str:
     import sys
 
     return sys.prefix
+
+
+def fork_child_then_die_on_one(folder: str, x: int) -> int:
+    """Task 1's first attempt starts ``sleep 600``, forks a child that sleeps on holding
+    every descriptor of its worker (as a multiprocessing child does), records both pids
+    and SIGKILLs its own worker; later attempts return at once."""
+    if x == 1 and not (Path(folder) / "forked.pid").exists():
+        sleeper = subprocess.Popen(["sleep", "600"])
+        write_atomically(Path(folder) / "sleep.pid", str(sleeper.pid))
+        child = os.fork()
+        if child == 0:
+            time.sleep(600)
+            os._exit(0)
+        write_atomically(Path(folder) / "forked.pid", str(child))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * 10
+
+
+def interrupt_on_one(x: int) -> tuple[int, int]:
+    """Task 1 raises KeyboardInterrupt; every task returns its worker's pid."""
+    if x == 1:
+        raise KeyboardInterrupt(f"stop at {x}")
+    return x, os.getpid()
+
+
+def spawn_children_and_nap(folder: str, x: int) -> int:
+    """Records its worker's pid, starts ``sleep 600`` and a forked child that sleeps (their
+    pids recorded too), naps two seconds, then says it finished."""
+    sleeper = subprocess.Popen(["sleep", "600"])
+    child = os.fork()
+    if child == 0:
+        time.sleep(600)
+        os._exit(0)
+    for name, pid in (("worker", os.getpid()), ("sleep", sleeper.pid), ("forked", child)):
+        write_atomically(Path(folder) / f"{x}-{name}.pid", str(pid))
+    time.sleep(2)
+    write_atomically(Path(folder) / f"{x}.finished", "")
+    return x
+
+
+def write_to_the_pool_log(x: int) -> int:
+    """Writes a line to the local pool's log, as the pool's own messages would be."""
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if os.path.basename(target).startswith("client-") and target.endswith(".log"):
+                os.write(int(fd), b"a note for the pool log\n")
+    return x

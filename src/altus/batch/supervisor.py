@@ -10,6 +10,10 @@ retry rule (``failures``), and a fresh worker goes on with the tasks that
 have no outcome yet; a task past its timeout is killed and fails. It exits 0
 once every task of the chunk has an outcome, or the round was cancelled.
 
+A worker leads a process group that holds what its tasks start; whenever a
+worker ends, its group is killed with it (``WorkerGroups``, shared with the
+local pool), and a guard process does the same if the supervisor itself dies.
+
 Attempts are numbered past any this chunk already has in the record, so a
 supervisor that Slurm requeued (node failure, preemption) resumes where the
 record says, and never writes a batch under a name already used. Warned of its
@@ -44,10 +48,15 @@ from altus.batch.failures import (
 )
 from altus.batch.record import BatchName, JobRecord
 
-__all__ = ["SLOT", "die_with_parent", "main", "supervise"]
+__all__ = ["SLOT", "WorkerGroups", "die_with_parent", "exited", "kill_group", "main", "supervise"]
 
 SLOT = struct.Struct("qd")
 """What a worker runs now, in shared memory: task index (-1: none), time.time() it began."""
+_GROUP = struct.Struct("q")
+"""A worker's process group in the guard's table (0: none)."""
+_GUARD_SIGNAL = signal.SIGTERM
+"""What the kernel sends the guard when its owner dies (the guard blocks it and waits)."""
+_MAX_FD = 1 << 16
 POLL_SECONDS = 0.1
 CANCEL_CHECK_SECONDS = 1.0
 TIMEOUT_GRACE = 2.0
@@ -68,8 +77,96 @@ class _SlotMonitor:
         pass
 
 
+class WorkerGroups:
+    """The process groups of the workers this process forked, ended with them.
+
+    A worker leads a group that holds what its tasks start. When a worker ends,
+    its owner kills the group before reaping the worker (a pid not yet reaped
+    keeps the group's number from going to another process). When the owner
+    dies, its workers die too (``die_with_parent``) but nobody is left to kill
+    their groups, so a guard process, forked by ``guarded``, waits for the
+    owner's death and then kills every group still in a table they share. A
+    process a task moves out of its worker's group (``setsid``) escapes both.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.table = mmap.mmap(-1, _GROUP.size * capacity)
+        self.guard = 0
+
+    @classmethod
+    def guarded(cls, capacity: int) -> WorkerGroups:
+        """A table for ``capacity`` workers, and its guard, started now."""
+        groups = cls(capacity)
+        groups.guard = _start_guard(groups.table)
+        return groups
+
+    def add(self, index: int, pid: int) -> None:
+        """Note the group of the worker ``pid``, just forked, under ``index``."""
+        _GROUP.pack_into(self.table, index * _GROUP.size, pid)
+
+    def end(self, index: int, pid: int) -> int:
+        """Kill the worker's group, forget it and reap the worker: its ``waitpid`` status."""
+        kill_group(pid)
+        _GROUP.pack_into(self.table, index * _GROUP.size, 0)
+        return os.waitpid(pid, 0)[1]
+
+    def close(self) -> None:
+        """Stop the guard, once every worker has ended."""
+        if self.guard:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.guard, signal.SIGKILL)
+            os.waitpid(self.guard, 0)
+            self.guard = 0
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL the process group that the worker ``pid`` leads."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def exited(pid: int) -> bool:
+    """Whether the child ``pid`` has ended, leaving it unreaped (so its group can be killed)."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _start_guard(table: mmap.mmap) -> int:
+    owner = os.getpid()
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        _guard(owner, table)
+    finally:
+        os._exit(0)
+
+
+def _guard(owner: int, table: mmap.mmap) -> None:
+    """The guard's life: hold nothing of the owner's, wait for its death, kill the groups."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {_GUARD_SIGNAL})
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # not the owner's pipes: their readers wait for the owner's end
+        os.dup2(devnull, fd)
+    os.closerange(3, _MAX_FD)
+    die_with_parent(signum=_GUARD_SIGNAL)
+    while os.getppid() == owner:
+        signal.sigtimedwait({_GUARD_SIGNAL}, 5.0)
+    for (pgid,) in _GROUP.iter_unpack(table):
+        if pgid > 0:
+            kill_group(pgid)
+
+
 def supervise(record: JobRecord, round_: int, chunk: int) -> int:
     """Run the chunk's tasks until each has an outcome; the exit status for the element."""
+    groups = WorkerGroups.guarded(1)
+    try:
+        return _supervise(record, round_, chunk, groups)
+    finally:
+        groups.close()
+
+
+def _supervise(record: JobRecord, round_: int, chunk: int, groups: WorkerGroups) -> int:
     spec = record.spec
     deaths = DeathCounter(spec.retries)
     shared = mmap.mmap(-1, SLOT.size)
@@ -84,7 +181,8 @@ def supervise(record: JobRecord, round_: int, chunk: int) -> int:
             return 0
         SLOT.pack_into(shared, 0, -1, 0.0)
         pid = _fork_worker(record, round_, chunk, attempt, shared)
-        status, reason = _watch(pid, shared, spec.timeout, record, round_)
+        groups.add(0, pid)
+        status, reason = _watch(pid, shared, groups, spec.timeout, record, round_)
         if reason == "cancelled" or (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
             return 0
         task, _started = SLOT.unpack_from(shared, 0)
@@ -130,12 +228,13 @@ def _fork_worker(
 ) -> int:
     from altus.batch.worker import install_alarm, run_chunk
 
+    parent = os.getpid()
     pid = os.fork()
     if pid:
         return pid
     code = 0
     try:
-        die_with_parent()
+        die_with_parent(parent)
         os.setpgid(0, 0)  # a group of its own: a kill takes what its tasks started too
         install_alarm()
         run_chunk(record, round_, chunk, attempt, monitor=_SlotMonitor(shared))
@@ -147,36 +246,46 @@ def _fork_worker(
 
 
 def _watch(
-    pid: int, shared: mmap.mmap, timeout: float | None, record: JobRecord, round_: int
+    pid: int,
+    shared: mmap.mmap,
+    groups: WorkerGroups,
+    timeout: float | None,
+    record: JobRecord,
+    round_: int,
 ) -> tuple[int, str | None]:
-    """Wait for the worker; kill it past a task's timeout or when the round is cancelled."""
+    """Wait for the worker; kill it past a task's timeout or when the round is cancelled.
+    However it ends, its group goes with it: a child its task started must neither run on
+    nor hold the supervisor's output open."""
     next_check = time.monotonic() + CANCEL_CHECK_SECONDS
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status, None
+    reason: str | None = None
+    while not exited(pid):
         task, started = SLOT.unpack_from(shared, 0)
         if timeout and task >= 0 and time.time() - started > timeout + TIMEOUT_GRACE:
-            return _kill(pid), "timeout"
-        if _walltime_warned:
-            return _kill(pid), "walltime"
-        if time.monotonic() >= next_check:
+            reason = "timeout"
+        elif _walltime_warned:
+            reason = "walltime"
+        elif time.monotonic() >= next_check:
             next_check = time.monotonic() + CANCEL_CHECK_SECONDS
-            if record.is_cancelled(round_):
-                return _kill(pid), "cancelled"
+            reason = "cancelled" if record.is_cancelled(round_) else None
+        if reason:
+            break
         time.sleep(POLL_SECONDS)
+    return groups.end(0, pid), reason
 
 
-def die_with_parent() -> None:
-    """Have Linux SIGKILL this process when its parent dies (``PR_SET_PDEATHSIG``): a
-    supervisor whose Dask worker was killed, and its worker, must not run on beside the
-    supervisor that Dask starts again for the same chunk."""
+def die_with_parent(parent: int | None = None, signum: int = signal.SIGKILL) -> None:
+    """Have Linux send ``signum`` to this process when its parent dies
+    (``PR_SET_PDEATHSIG``): a supervisor whose Dask worker was killed, and a worker whose
+    pool or supervisor was, must not run on (and commit) beside what replaces them. Given
+    the ``parent`` it was forked by, a process whose parent already died dies at once."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    libc.prctl(1, signum)  # 1 = PR_SET_PDEATHSIG
+    if parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), signum)
 
 
 _walltime_warned = False
@@ -193,12 +302,6 @@ def _requeue_self() -> int:
     element = f"{os.environ.get('SLURM_ARRAY_JOB_ID')}_{os.environ.get('SLURM_ARRAY_TASK_ID')}"
     done = subprocess.run(["scontrol", "requeue", element], capture_output=True, check=False)
     return 0 if done.returncode == 0 else 1
-
-
-def _kill(pid: int) -> int:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    return os.waitpid(pid, 0)[1]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

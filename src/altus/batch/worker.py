@@ -295,6 +295,10 @@ class TaskRunner:
     def _run_batch(self, pending: Iterator[tuple[int, Any]], batch: _Batch, until: float) -> None:
         """Run tasks from ``pending`` into ``batch`` until the clock passes ``until``.
 
+        Whatever a task raises is its own outcome, ``KeyboardInterrupt`` and
+        ``SystemExit`` too (as ``ProcessPoolExecutor`` records them): it is
+        recorded with its traceback and the worker goes on with the next task.
+
         This loop is the whole per-task cost of a tiny task, so it does only
         what every task needs; the rest happens per batch or in ``_measure``.
         """
@@ -306,7 +310,7 @@ class TaskRunner:
             started(task, epoch + start)
             try:
                 value = call(item)
-            except (Exception, SystemExit, _Alarm) as exc:  # the task's own: recorded, not raised
+            except BaseException as exc:  # the task's own, whatever it is: recorded, not raised
                 value = self._failed(task, exc, batch)
             end = perf()
             starts.append(start)

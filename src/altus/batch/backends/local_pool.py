@@ -15,6 +15,13 @@ the client is gone and no job is left, the pool exits. The pool is also the
 one that sees workers die: it reads the task a worker was on from a shared
 memory slot, charges that task one death, fails it once it died more than
 ``retries`` times, and hands the rest of the chunk to a fresh worker.
+
+A death is seen on the worker's process (a pidfd; ``waitid`` polling where
+there is none), never on the end of its event pipe, which a child its task
+forked may hold open for ever. A worker's process group (what its tasks
+started) ends with it, and the workers and their groups end with the pool
+(``die_with_parent`` and the guard of ``WorkerGroups``): a pool killed under a
+job leaves nothing that goes on committing to its record.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from altus.batch.failures import (
     unrecorded_tasks,
 )
 from altus.batch.record import BatchName, JobRecord
-from altus.batch.supervisor import SLOT
+from altus.batch.supervisor import SLOT, WorkerGroups, die_with_parent, exited, kill_group
 from altus.errors import AltusError
 
 __all__ = ["main"]
@@ -96,7 +103,10 @@ class Worker:
     key: str
     slot: int
     commands: int
-    events: Any
+    events: int
+    """The read end of its event pipe, non-blocking; -1 once closed."""
+    pidfd: int | None
+    """Readable once it died; None where Linux has no ``pidfd_open`` (then polled)."""
     job: Job | None = None
     chunks: deque[tuple[int, int]] = field(default_factory=deque)
     """(chunk, attempt) sent to it, the one it runs first."""
@@ -112,6 +122,7 @@ class Worker:
 class Pool:
     def __init__(self) -> None:
         self.shared = mmap.mmap(-1, SLOT.size * MAX_WORKERS)
+        self.groups = WorkerGroups.guarded(MAX_WORKERS)
         self.selector = selectors.DefaultSelector()
         self.jobs: dict[tuple[str, int], Job] = {}
         self.workers: dict[int, Worker] = {}
@@ -205,7 +216,7 @@ class Pool:
             message["environment"] = job.environment
         try:
             os.write(worker.commands, json.dumps(message).encode() + b"\n")
-        except OSError:  # it just died; its death is handled when its pipe closes
+        except OSError:  # it just died; its death is handled when its pidfd says so
             job.queue.appendleft(chunk)
             self.kill(worker, "unreachable")
             return
@@ -240,7 +251,7 @@ class Pool:
     def kill(self, worker: Worker, reason: str) -> None:
         """Kill a worker and every process its tasks started (its process group)."""
         worker.kill_reason = reason
-        _kill_group(worker.pid)
+        kill_group(worker.pid)
 
     # -- workers ------------------------------------------------------------------------
 
@@ -249,29 +260,52 @@ class Pool:
         SLOT.pack_into(self.shared, slot * SLOT.size, -1, 0.0)
         command_read, command_write = os.pipe()
         event_read, event_write = os.pipe()
+        pool = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker; never returns
+            die_with_parent(pool)
             os.close(command_write)
             os.close(event_read)
             _worker_main(key, slot, self.shared, command_read, event_write)
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)  # also here, so a kill right after the fork finds the group
+        self.groups.add(slot, pid)
         os.close(command_read)
         os.close(event_write)
-        events = os.fdopen(event_read, "rb", buffering=0)
-        worker = Worker(pid, key, slot, command_write, events)
+        os.set_blocking(event_read, False)
+        worker = Worker(pid, key, slot, command_write, event_read, _pidfd(pid))
         self.workers[pid] = worker
-        self.selector.register(events, selectors.EVENT_READ, lambda _s: self.on_worker(worker))
+        self.selector.register(event_read, selectors.EVENT_READ, lambda _s: self.on_worker(worker))
+        if worker.pidfd is not None:
+            self.selector.register(
+                worker.pidfd, selectors.EVENT_READ, lambda _s: self.on_death(worker)
+            )
         return worker
 
     def on_worker(self, worker: Worker) -> None:
-        data = worker.events.read(1 << 16)
-        if not data:
-            self.on_death(worker)
-            return
+        data = _read_events(worker.events)
+        if data == b"":  # its death comes from its pidfd: a child may hold this pipe
+            self._stop_reading(worker)
+        elif data:
+            self._handle_events(worker, data)
+
+    def _handle_events(self, worker: Worker, data: bytes) -> None:
         lines, worker.buffer = _split_lines(worker.buffer, data)
         for line in lines:
             self.on_worker_event(worker, json.loads(line))
+
+    def _drain(self, worker: Worker) -> None:
+        """Take the events a dead worker wrote last (its final commit, say) without waiting
+        for an end of file that a child of its task could put off for ever."""
+        while data := _read_events(worker.events):
+            self._handle_events(worker, data)
+        self._stop_reading(worker)
+
+    def _stop_reading(self, worker: Worker) -> None:
+        if worker.events >= 0:
+            self.selector.unregister(worker.events)
+            os.close(worker.events)
+            worker.events = -1
 
     def on_worker_event(self, worker: Worker, event: dict[str, Any]) -> None:
         job = worker.job
@@ -297,11 +331,14 @@ class Pool:
                 worker.idle_since = time.monotonic()
 
     def on_death(self, worker: Worker) -> None:
-        self.selector.unregister(worker.events)
-        worker.events.close()
+        if worker.pid not in self.workers:
+            return  # already handled in this round of the selector
+        status = self.groups.end(worker.slot, worker.pid)  # what its tasks started goes too
+        self._drain(worker)
+        if worker.pidfd is not None:
+            self.selector.unregister(worker.pidfd)
+            os.close(worker.pidfd)
         os.close(worker.commands)
-        _, status = os.waitpid(worker.pid, 0)
-        _kill_group(worker.pid)  # what its tasks started must not outlive it
         del self.workers[worker.pid]
         self.free_slots.append(worker.slot)
         job = worker.job
@@ -397,6 +434,12 @@ class Pool:
             if stop:
                 self.cancel(job)
 
+    def check_deaths(self) -> None:
+        """Where there is no pidfd: workers that ended, seen by polling."""
+        for worker in list(self.workers.values()):
+            if worker.pidfd is None and exited(worker.pid):
+                self.on_death(worker)
+
     def reap_idle(self) -> None:
         now = time.monotonic()
         for worker in list(self.workers.values()):
@@ -417,6 +460,7 @@ class Pool:
                 self.dispatch()
                 for key, _mask in self.selector.select(timeout=0.1):
                     key.data(key.fileobj)
+                self.check_deaths()
                 if time.monotonic() - last_check > 0.25:
                     last_check = time.monotonic()
                     self.check_timeouts()
@@ -425,7 +469,8 @@ class Pool:
             except Exception:  # one bad record must not take every other job down
                 traceback.print_exc(file=sys.stderr)
         for worker in list(self.workers.values()):
-            self.kill(worker, "pool exit")
+            self.groups.end(worker.slot, worker.pid)
+        self.groups.close()
 
 
 def _split_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
@@ -434,9 +479,22 @@ def _split_lines(pending: bytes, data: bytes) -> tuple[list[bytes], bytes]:
     return [line for line in lines if line.strip()], rest
 
 
-def _kill_group(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when the child ``pid`` dies; None if unsupported."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _read_events(fd: int) -> bytes | None:
+    """What a worker wrote since the last read: b"" at end of file, None if nothing yet."""
+    if fd < 0:
+        return b""
+    try:
+        return os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return None
 
 
 # -- the worker side ---------------------------------------------------------------------
@@ -544,9 +602,10 @@ def _apply_key(key: str) -> None:
 
 
 def main() -> int:
+    log = os.environ.get("ALTUS_POOL_LOG")  # read now: a job's launch replaces the environment
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     Pool().run()
-    _remove_empty_log(os.environ.get("ALTUS_POOL_LOG"))
+    _remove_empty_log(log)
     return 0
 
 
