@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,88 @@ def test_bad_user_file_is_named(project: Path, user_config: Path) -> None:
 def test_bad_override_is_named(project: Path) -> None:
     with pytest.raises(ConfigError, match=r"^keyword override batch\.retries: expected int"):
         load_settings(environ=dict(os.environ), cwd=project, overrides={"batch": {"retries": 1.5}})
+
+
+# -- values that validate but cannot work, and files that are not files ---------------------
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "-1", "0", "1e300", "31536001"])
+def test_a_timeout_that_no_task_can_use_is_refused(project: Path, value: str) -> None:
+    with pytest.raises(
+        ConfigError, match=r"^ALTUS_BATCH__TIMEOUT: must be more than 0 and at most"
+    ):
+        load(project, ALTUS_BATCH__TIMEOUT=value)
+
+
+def test_a_timeout_of_up_to_a_year_is_kept(project: Path) -> None:
+    assert load(project, ALTUS_BATCH__TIMEOUT="31536000").batch.timeout == 31536000.0
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e12])
+def test_a_timeout_keyword_that_cannot_work_is_refused(project: Path, value: float) -> None:
+    with pytest.raises(ConfigError, match=r"keyword override batch\.timeout: must be"):
+        load_settings(cwd=project, overrides={"batch": {"timeout": value}})
+
+
+def test_local_workers_far_above_the_cpus_warn(project: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    with pytest.warns(UserWarning, match=rf"batch.workers = {8 * cpus} .* on {cpus} CPU"):
+        load(project, ALTUS_BATCH__WORKERS=str(8 * cpus))
+
+
+def test_local_workers_up_to_four_per_cpu_or_a_cluster_do_not_warn(project: Path) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(project, ALTUS_BATCH__WORKERS=str(4 * cpus))
+        load(project, ALTUS_BATCH__WORKERS="300", ALTUS_BATCH__BACKEND="slurm")
+
+
+def link_loop(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(path.name)
+
+
+def dangling_link(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to("missing.toml")
+
+
+def folder(path: Path) -> None:
+    path.mkdir(parents=True)
+
+
+UNREADABLE = {
+    "folder": (folder, "it is a folder"),
+    "dangling": (dangling_link, "it is a link to missing.toml, which does not exist"),
+    "loop": (link_loop, "too many levels of symbolic links"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+def test_a_user_config_that_is_not_a_file_is_an_error(
+    project: Path, user_config: Path, kind: str
+) -> None:
+    make, reason = UNREADABLE[kind]
+    make(user_config)
+    with pytest.raises(ConfigError) as caught:
+        load(project)
+    assert str(caught.value) == f"{user_config}: cannot read settings file: {reason}"
+
+
+@pytest.mark.parametrize("kind", sorted(UNREADABLE))
+def test_a_project_file_that_is_not_a_file_is_an_error(project: Path, kind: str) -> None:
+    make, reason = UNREADABLE[kind]
+    make(project / "altus.toml")
+    nested = project / "src"
+    nested.mkdir()
+    with pytest.raises(ConfigError) as caught:
+        load(nested)
+    assert str(caught.value) == f"{project / 'altus.toml'}: cannot read settings file: {reason}"
+
+
+def test_store_mode_defaults_to_private_and_can_be_group(project: Path) -> None:
+    assert load(project).store.mode == "private"
+    write(project / "altus.toml", '[store]\nmode = "group"\n')
+    assert load(project).store.mode == "group"
+    assert load(project, ALTUS_STORE__MODE="private").store.mode == "private"

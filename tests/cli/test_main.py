@@ -204,3 +204,97 @@ def test_bad_setting_is_one_line_naming_the_variable(run_altus: RunAltus) -> Non
     assert done.stderr.splitlines() == [
         "altus: error: ALTUS_BATCH__RETRIES: expected int, got str 'many'"
     ]
+
+
+# -- bad values: one clear line each, and no secret in any output -------------------------------
+
+SECRET = "s3cr3t-pa55"
+
+
+def assert_one_error_line(done: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [f"altus: error: {expected}"]
+    assert "internal error" not in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-5", "1e30"])
+def test_a_timeout_no_task_can_use_is_one_line(run_altus: RunAltus, value: str) -> None:
+    done = run_altus("jobs", "list", env={"ALTUS_BATCH__TIMEOUT": value})
+    assert_one_error_line(
+        done,
+        "ALTUS_BATCH__TIMEOUT: must be more than 0 and at most 31536000 seconds (a year);"
+        f" leave it unset for no timeout, got {float(value)!r}",
+    )
+
+
+def test_local_workers_far_above_the_cpus_is_one_warning_line(run_altus: RunAltus) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    done = run_altus("jobs", "list", env={"ALTUS_BATCH__WORKERS": str(150 * cpus)})
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        f"altus: warning: batch.workers = {150 * cpus} starts that many processes on {cpus}"
+        " CPU(s); more than 4 per CPU only adds memory and switching",
+        "no jobs in this store",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda path: path.mkdir(parents=True), "it is a folder"),
+        (
+            lambda path: path.symlink_to("gone.toml"),
+            "it is a link to gone.toml, which does not exist",
+        ),
+        (lambda path: path.symlink_to(path.name), "too many levels of symbolic links"),
+    ],
+    ids=["folder", "dangling", "loop"],
+)
+def test_a_user_config_that_is_not_a_file_is_one_line(
+    run_altus: RunAltus, clean_environ: Path, make: Callable[[Path], None], reason: str
+) -> None:
+    path = clean_environ / "config" / "altus" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    make(path)
+    assert_one_error_line(run_altus("jobs", "list"), f"{path}: cannot read settings file: {reason}")
+
+
+def test_a_store_that_is_a_file_is_one_line(run_altus: RunAltus, tmp_path: Path) -> None:
+    plain = tmp_path / "not-a-folder"
+    plain.write_text("x")
+    done = run_altus("jobs", "list", "--store", str(plain))
+    assert_one_error_line(done, f"store file://{plain}: {plain} is not a folder")
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]])
+def test_an_s3_store_url_with_credentials_never_shows_them(
+    run_altus: RunAltus, debug: list[str]
+) -> None:
+    done = run_altus(*debug, "jobs", "list", "--store", f"s3://ada:{SECRET}@bucket/jobs")
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-1] == (
+        "altus: error: store 's3://bucket/jobs': an s3:// URL holds no credentials;"
+        " use AWS_PROFILE or the AWS_* variables"
+    )
+    assert SECRET not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]])
+def test_an_endpoint_with_credentials_is_never_echoed(
+    run_altus: RunAltus, s3_env: dict[str, str], debug: list[str]
+) -> None:
+    """Both ways an endpoint fails: nothing listening, and a server that answers an error."""
+    scheme, _, rest = s3_env["AWS_ENDPOINT_URL"].partition("://")
+    answering = f"{scheme}://ada:{SECRET}@{rest}"
+    closed = f"http://ada:{SECRET}@127.0.0.1:9"
+    for endpoint in (answering, closed):
+        done = run_altus(
+            *debug, "data", "ls", "s3://altus-no-such-bucket/x", env={"AWS_ENDPOINT_URL": endpoint}
+        )
+        assert done.returncode == 1
+        assert done.stderr.splitlines()[-1].startswith("altus: error: ")
+        assert "internal error" not in done.stderr
+        assert SECRET not in done.stdout + done.stderr
+        assert "ada:" not in done.stdout + done.stderr

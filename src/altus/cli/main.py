@@ -4,7 +4,9 @@ Command groups (and ``demo``, a single command) are listed in ``COMMAND_GROUPS``
 and imported only when one is run, so ``altus --help`` and ``altus --version`` stay fast and never load the
 batch core. Every error a command raises ends up in ``AltusGroup.invoke``,
 which prints one line (``altus: error: ...``) and exits 1; ``--debug`` or
-``ALTUS_DEBUG=1`` adds the traceback.
+``ALTUS_DEBUG=1`` adds the traceback. Warnings print one line too
+(``altus: warning: ...``). Every line passes through ``redact`` on its way out,
+a last guard that no URL's ``user:password@`` reaches the terminal or a log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import traceback
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -69,7 +72,9 @@ class AltusGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug")) or _env_flag("ALTUS_DEBUG")
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
             raise  # click reports these itself
         except KeyboardInterrupt as exc:
@@ -112,8 +117,27 @@ def _describe(exc: BaseException) -> str:
 
 def _report(exc: BaseException, line: str, debug: bool) -> None:
     if debug:
-        click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
-    click.echo(line, err=True)
+        click.echo(_redact("".join(traceback.format_exception(exc)).rstrip()), err=True)
+    click.echo(_redact(line), err=True)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A warning as one line on stderr, like an error, not Python's two-line form."""
+    text = str(message).strip().splitlines()
+    click.echo(_redact(f"altus: warning: {text[0] if text else category.__name__}"), err=True)
+
+
+def _redact(text: str) -> str:
+    from altus.storage.store import redact  # only on the way out: --help stays light
+
+    return redact(text)
 
 
 def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

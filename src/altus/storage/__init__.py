@@ -30,7 +30,12 @@ def open_store(url: str | os.PathLike[str] | Store, mode: str = "private") -> St
         from altus.storage.s3 import S3Client
         from altus.storage.s3_store import S3Store
 
-        if not parsed.netloc or parsed.username is not None or parsed.password is not None:
-            raise StoreError(f"store {redact(text)!r}: an s3:// URL is s3://BUCKET/PREFIX")
+        if "@" in parsed.netloc:
+            raise StoreError(
+                f"store {redact(text)!r}: an s3:// URL holds no credentials;"
+                " use AWS_PROFILE or the AWS_* variables"
+            )
+        if not parsed.netloc:
+            raise StoreError(f"store {text!r}: an s3:// URL needs a bucket")
         return S3Store(parsed.netloc, unquote(parsed.path), S3Client())
     raise StoreError(f"store {redact(text)!r}: the {parsed.scheme}:// scheme is not supported")

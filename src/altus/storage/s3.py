@@ -24,9 +24,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 from altus.errors import ConfigError, StoreError
+from altus.storage.store import redact
 
 if TYPE_CHECKING:
     from obstore.store import S3Store
@@ -155,7 +155,7 @@ class S3Client:
         except botocore.exceptions.ProfileNotFound:
             raise ConfigError(f"AWS profile {self.options.profile!r} is not configured") from None
         except botocore.exceptions.BotoCoreError as exc:
-            raise ConfigError(f"AWS settings: {exc}") from None
+            raise ConfigError(f"AWS settings: {redact(str(exc))}") from None
         return session
 
     def _make_boto_client(self) -> Any:
@@ -265,6 +265,7 @@ def translate_error(exc: BaseException, operation: str, where: str) -> BaseExcep
     """One line for an S3 failure: ``FileNotFoundError``/``PermissionError`` where they
     fit, else ``StoreError``; the original is kept as ``__cause__`` only for ``--debug``."""
     code, status, detail = _describe(exc)
+    where, detail = redact(where), redact(detail)
     if code in ("NoSuchKey", "NotFound", "404") or status == 404:
         if code == "NoSuchBucket":
             return FileNotFoundError(f"{operation} {where}: no such bucket")
@@ -300,15 +301,20 @@ def _describe(exc: BaseException) -> tuple[str, int | None, str]:
     if "NoSuchBucket" in str(exc):
         return "NoSuchBucket", 404, text
     if name == "EndpointConnectionError":
-        endpoint = urlparse(str(getattr(exc, "kwargs", {}).get("endpoint_url", ""))).netloc
+        endpoint = _host(str(getattr(exc, "kwargs", {}).get("endpoint_url", "")))
         return "", None, f"cannot connect to {endpoint or 'the endpoint'}"
     full = str(exc)
     if "kind: Connect" in full or "tcp connect error" in full or "connect" in text.lower():
-        host = re.search(r"https?://([^/\s?]+)", full)
-        return "", None, f"cannot connect to {host[1] if host else 'the endpoint'}"
+        host = re.search(r"https?://[^/\s?]+", full)
+        return "", None, f"cannot connect to {_host(host[0]) if host else 'the endpoint'}"
     if "HTTP error" in text or "Error performing" in text:  # obstore: keep the reason, not the URL
         return "", None, _short(text.rsplit(" - ", 1)[-1])
     return "", None, _short(text)
+
+
+def _host(url: str) -> str:
+    """``host:port`` of ``url``, never its ``user:password@``."""
+    return redact(url).partition("://")[2].split("/", 1)[0]
 
 
 def _short(text: str, limit: int = 200) -> str:
