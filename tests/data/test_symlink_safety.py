@@ -12,6 +12,7 @@ why in one line).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -356,3 +357,30 @@ def test_a_folder_swapped_for_a_link_while_writing_is_not_followed(
     assert report.failed == []
     assert os.listdir(outside) == []
     assert_regular(dest / "moved" / "a.bin", b"small object")
+
+
+def test_folder_descriptors_are_bounded_and_all_closed(
+    s3_env: dict[str, str],
+    s3_bucket: str,
+    s3: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Idle folders beyond ``KEEP_IDLE`` are closed as the copy goes (never one a file is
+    being written in: every file lands), the rest at its end."""
+    import altus.storage.safety as safety
+
+    monkeypatch.setattr(safety, "KEEP_IDLE", 2)
+    files = {f"sub-{i}/ses-{j}/a.bin": os.urandom(100) for i in range(4) for j in range(3)}
+    for key, data in files.items():
+        s3.put_object(Bucket=s3_bucket, Key=key, Body=data)
+    dest = tmp_path / "dest"
+    report = download(s3_bucket, "", dest, recursive=True)
+    assert report.failed == []
+    for key, data in files.items():
+        assert_regular(dest / key, data)
+    still_open = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+            still_open.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert [path for path in still_open if path.startswith(str(dest))] == []
