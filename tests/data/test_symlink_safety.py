@@ -276,6 +276,25 @@ def test_a_link_at_the_final_name_is_replaced_not_followed(
     assert_regular(dest / "big.bin", content)
 
 
+def test_a_link_at_the_final_name_is_never_taken_for_the_copy(
+    s3_env: dict[str, str], s3_bucket: str, s3: Any, tmp_path: Path
+) -> None:
+    """The skip check does not look through a link: a link whose target has the object's
+    size and time is replaced by the object, not kept as if it were the finished copy."""
+    s3.put_object(Bucket=s3_bucket, Key="a.bin", Body=VICTIM)
+    modified = s3.head_object(Bucket=s3_bucket, Key="a.bin")["LastModified"].timestamp()
+    lookalike = tmp_path / "lookalike.txt"
+    lookalike.write_bytes(VICTIM)
+    os.utime(lookalike, (modified, modified))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "a.bin").symlink_to(lookalike)
+    report = download(s3_bucket, "", dest, recursive=True)
+    assert (report.failed, report.copied, report.skipped) == ([], 1, 0)
+    assert_regular(dest / "a.bin", VICTIM)
+    assert lookalike.read_bytes() == VICTIM
+
+
 def test_partial_downloads_are_private_and_final_files_get_the_users_mode(
     s3_env: dict[str, str],
     s3_bucket: str,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 from altus.errors import StoreError, UnsafeKeyError
 from altus.storage.objects import (
@@ -221,11 +222,13 @@ def _remote_index(client: S3Client, bucket: str, prefix: str) -> dict[str, Entry
 
 
 def _same_file(path: Path, size: int, modified: float) -> bool:
+    """A regular file already at ``path`` with the object's size and time; a link there is
+    never looked through (its target may be anyone's), so it is replaced by the copy."""
     try:
-        stat = path.stat()
+        stat = path.lstat()
     except OSError:
         return False
-    return stat.st_size == size and int(stat.st_mtime) == int(modified)
+    return S_ISREG(stat.st_mode) and stat.st_size == size and int(stat.st_mtime) == int(modified)
 
 
 def _as_folder(prefix: str) -> str:
