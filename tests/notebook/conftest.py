@@ -61,7 +61,7 @@ def chromium_context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Brows
             context.close()
 
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "violet kettle orbit lantern"  # 12+ characters, no common password
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from altus import detached
 from altus.notebook import records
 from altus.notebook.api import ServerAPI
 
-PASSWORD = "correct horse battery staple"
+PASSWORD = "violet kettle orbit lantern"  # 12+ characters, no common password
 
 
 @pytest.fixture
@@ -88,8 +88,8 @@ def test_a_loopback_server_keeps_its_token_secret_and_stops_cleanly(
     assert not any(token.encode() in line for line in command_lines())
     assert token not in (folder / "server.log").read_text()
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
-    for path in folder.iterdir():
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    for path in folder.rglob("*"):
+        assert stat.S_IMODE(path.stat().st_mode) == (0o700 if path.is_dir() else 0o600), path
 
     api = server["api_url"]
     assert status_code(f"{api}/api/status") == 403

@@ -1,6 +1,8 @@
 """Where a notebook server's files live, and its record.
 
-One folder per server, mode 0700, every file 0600::
+One folder per server in a folder of them, every folder 0700 (the parent too, even
+if it was there before), every file 0600, so that another user on the machine can
+read nothing, not even the servers' names::
 
     <XDG state>/altus/notebooks/<name>/
       server.json               the record below: no secret in it
@@ -9,6 +11,9 @@ One folder per server, mode 0700, every file 0600::
       cert.pem, key.pem         the self-signed certificate, for --public without --certfile
       open.html                 a page that logs the browser in (``altus notebook open``)
       server.log                the server's stdout and stderr
+      altus_login_guard.py      the server's entry point (``login_guard``)
+      runtime/                  Jupyter's runtime folder: its info file, cookie secret and
+                                kernel connection files (Jupyter writes them 0600)
 """
 
 from __future__ import annotations
@@ -126,12 +131,13 @@ def make_folder(name: str) -> Path:
         )
     parent = notebooks_dir()
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    parent.chmod(0o700)  # made 0755 by an older altus or a user's mkdir -p
     folder = parent / name
     try:
         folder.mkdir(mode=0o700)
     except FileExistsError:
         raise NotebookError(f"a notebook server named {name} is already recorded") from None
-    (folder / ".starting").touch()
+    (folder / ".starting").touch(mode=0o600)
     return folder
 
 

@@ -7,6 +7,16 @@ answers with the token. Every setting is in that 0600 config file, which
 jupyter_server reads after the user's own config files, so a user's
 ``~/.jupyter`` cannot weaken it and no secret is on a command line.
 
+The server is started as ``python <folder>/altus_login_guard.py --config=...``:
+that file is ``login_guard`` (copied, so the server's environment needs no
+altus), which runs JupyterLab with a login form that throttles failed logins
+per client address (``security.LoginThrottle``). Jupyter's runtime folder
+(``JUPYTER_RUNTIME_DIR``: its info file with the token, the cookie secret,
+kernel connection files) is ``<folder>/runtime``, 0700, never a shared
+``~/.local/share/jupyter/runtime``; and the server writes no ``*-open.html``
+page with the token (``login_guard`` turns it off; altus's own ``open`` page is
+0600 in the same folder).
+
 Idle policy (``idle_timeout`` seconds, 0 for none): jupyter_server culls
 kernels idle that long, even with a browser tab open, and shuts itself down
 once no kernel or terminal has run and no request has come for that long.
@@ -34,6 +44,7 @@ from altus.notebook import records, security
 from altus.notebook.api import ServerAPI, reachable
 from altus.notebook.environment import notebook_python
 from altus.notebook.records import ServerRecord
+from altus.notebook.security import LoginThrottle
 
 __all__ = ["ServerState", "Started", "open_page", "servers", "start", "stop", "stop_all"]
 
@@ -41,6 +52,12 @@ DEFAULT_PORT = 8888
 PORTS_TO_TRY = 50
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 10.0
+GUARD_FILE = "altus_login_guard.py"
+"""``login_guard``'s name in a server's folder: the config names it as a module."""
+GUARD_HANDLER = "altus_login_guard.ThrottledLoginHandler"
+GUARD_SETTINGS_KEY = "altus_login_throttle"
+"""``login_guard.SETTINGS_KEY``: named here too, since importing that module imports Jupyter."""
+RUNTIME_FOLDER = "runtime"
 IDLE_SHUTDOWN_LINE = "shutting down"
 """jupyter_server logs ``No kernels for N seconds; shutting down.`` when it stops for idleness."""
 
@@ -65,12 +82,15 @@ def start(
     certfile: str | Path | None = None,
     keyfile: str | Path | None = None,
     timeout: float = READY_TIMEOUT,
+    login_throttle: LoginThrottle | None = None,
 ) -> Started:
     """Start a JupyterLab server on ``root`` and wait until it answers.
 
     Loopback only with a random token unless ``public``, which binds every
-    address and requires ``password`` and TLS (a self-signed certificate
-    unless ``certfile``/``keyfile`` are given).
+    address and requires a strong ``password`` (``security.check_password``)
+    and TLS (a self-signed certificate unless ``certfile``/``keyfile`` are
+    given). Failed logins are throttled per address by ``login_throttle``
+    (default ``LoginThrottle()``).
     """
     folder_root = _checked_root(root)
     tls = _checked_tls(public, password, certfile, keyfile)
@@ -90,6 +110,7 @@ def start(
         hashed = security.hash_password(python, password) if password else None
         certificate, key, made = _certificate(folder, public, tls)
         config = _server_config(folder_root, bind, chosen, token, hashed, certificate, key)
+        config = _guarded(config, login_throttle or LoginThrottle())
         config_path = folder / records.CONFIG_FILE
         detached.write_private(config_path, json.dumps(_idle_policy(config, idle_timeout)))
         pid = _spawn(python, config_path, folder_root, folder)
@@ -233,6 +254,8 @@ def _checked_tls(
         raise NotebookError(
             "--public needs a password: type it at the prompt or pipe it to --password-stdin"
         )
+    if password is not None:
+        security.check_password(password)
     if (certfile is None) != (keyfile is None):
         raise NotebookError("give both --certfile and --keyfile, or neither")
     if certfile is None or keyfile is None:
@@ -284,6 +307,13 @@ def _server_config(
     return config
 
 
+def _guarded(config: dict[str, Any], throttle: LoginThrottle) -> dict[str, Any]:
+    """The login form ``login_guard`` serves, with ``throttle`` in the server's settings."""
+    config["ServerApp"]["tornado_settings"] = {GUARD_SETTINGS_KEY: throttle.settings()}
+    config["IdentityProvider"]["login_handler_class"] = GUARD_HANDLER
+    return config
+
+
 def _idle_policy(config: dict[str, Any], idle_timeout: float) -> dict[str, Any]:
     seconds = int(idle_timeout)
     if seconds <= 0:
@@ -320,14 +350,19 @@ def _browser_url(public: bool, tls: bool, port: int) -> str:
 
 
 def _spawn(python: Path, config: Path, root: Path, folder: Path) -> int:
-    command = [str(python), "-m", "jupyterlab", f"--config={config}"]
+    guard = folder / GUARD_FILE
+    detached.write_private(guard, Path(__file__).with_name("login_guard.py").read_text())
+    runtime = folder / RUNTIME_FOLDER
+    runtime.mkdir(mode=0o700)
+    command = [str(python), str(guard), f"--config={config}"]
+    environment = _server_environment(python) | {"JUPYTER_RUNTIME_DIR": str(runtime)}
     mask = os.umask(0o022)
     os.umask(mask)  # the server keeps the user's umask for the notebooks it writes
     try:
         return detached.spawn(
             command,
             cwd=root,
-            env=_server_environment(python),
+            env=environment,
             log=folder / records.LOG_FILE,
             umask=mask,
         )
