@@ -17,8 +17,10 @@ the CLI, only ever has to catch ``AltusError``. Storage keeps the built-in
      │    └── LayoutError         a dataset lacks a file its layout needs (altus demo --data)
      ├── RecordError              a job record is missing, damaged or too new
      │    └── JobNotFound         no record with that id in the store
+     │         └── JobRemoved     the job's record was removed (while a handle watched it)
      ├── SubmitError              the function or an input cannot be sent to a worker
      ├── JobLost                  nothing is running the job's unfinished tasks any more
+     ├── JobBusy                  a round still runs (or its workers still stop): not now
      ├── EnvError                 an environment cannot be read, built or found
      ├── NotebookError            a notebook server cannot be started, reached or stopped
      └── TaskError                a task did not produce a result
@@ -36,8 +38,10 @@ __all__ = [
     "BackendUnavailable",
     "ConfigError",
     "EnvError",
+    "JobBusy",
     "JobLost",
     "JobNotFound",
+    "JobRemoved",
     "LayoutError",
     "NotebookError",
     "RecordError",
@@ -93,12 +97,21 @@ class JobNotFound(RecordError):
     """No job record with the given id exists in the store."""
 
 
+class JobRemoved(JobNotFound):
+    """The job's record was removed; a handle on it has nothing left to wait for."""
+
+
 class SubmitError(AltusError):
     """The function or one of its inputs cannot be pickled for the workers."""
 
 
 class JobLost(AltusError):
     """The job has unfinished tasks but nothing is running them any more."""
+
+
+class JobBusy(AltusError):
+    """A round of the job still runs, or the workers of a cancelled one have not stopped:
+    another round cannot start (nor the record go) until no worker may still write."""
 
 
 class EnvError(AltusError):

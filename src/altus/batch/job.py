@@ -23,8 +23,10 @@ from altus.batch.task_table import DONE, FAILED, PENDING, TaskTable
 from altus.config import load_settings
 from altus.errors import (
     AltusError,
+    JobBusy,
     JobLost,
     JobNotFound,
+    JobRemoved,
     RecordError,
     TaskCancelled,
     TaskError,
@@ -39,6 +41,10 @@ __all__ = ["Job", "JobSummary", "TaskErrorInfo", "TaskLogs", "jobs"]
 LIVENESS_CHECK_SECONDS = 1.0
 """How often a waiting handle asks the backend whether anything still runs the job."""
 STATES = ("pending", "running", "done", "failed", "cancelled")
+STOP_TIMEOUT = 30.0
+"""Seconds a retry or a removal waits for the workers of a cancelled round to stop."""
+LAUNCH_GRACE = 120.0
+"""Seconds a retry round may take from its creation to its launch before it counts as lost."""
 _TASK_ERRORS: dict[str, type[TaskError]] = {
     "altus.errors.TaskTimeout": TaskTimeout,
     "altus.errors.WorkerDied": WorkerDied,
@@ -105,6 +111,7 @@ class Job:
         self._loaded: tuple[str, list[Any]] | None = None
         self._status_cache: tuple[str, BatchStatus] | None = None
         self._next_liveness_check = 0.0
+        self._removed: JobRemoved | None = None
         self._table.load_rounds()
         self._table.refresh()
 
@@ -143,8 +150,34 @@ class Job:
     # -- state ------------------------------------------------------------------------------
 
     def refresh(self) -> list[int]:
+        """Read what is new in the record; raises ``JobRemoved`` once the job is being removed
+        (a removal cancels it first: a newly cancelled round is when to look)."""
         with self._lock:
-            return self._table.refresh()
+            if self._removed is not None:
+                raise self._removed
+            cancelled = self._table.cancelled
+            try:
+                resolved = self._table.refresh()
+            except RecordError as exc:  # a status file listed, then removed
+                raise self._explained(exc) from exc
+            if self._table.cancelled - cancelled:
+                removed = self._removed_error()
+                if removed is not None:
+                    raise removed
+            return resolved
+
+    def _removed_error(self) -> JobRemoved | None:
+        """``JobRemoved`` if the record is removed or being removed, else None."""
+        if self._removed is None and self._record.is_removed():
+            root = self._record.url.removesuffix(f"/{self.id}")
+            self._removed = JobRemoved(f"job {self.id} was removed from {root}")
+        return self._removed
+
+    def _explained(self, error: Exception) -> Exception:
+        """``JobRemoved`` when the record is gone, else ``error`` as it was."""
+        with contextlib.suppress(Exception):
+            return self._removed_error() or error
+        return error
 
     def status(self) -> dict[str, int]:
         """How many tasks are pending, running, done, failed and cancelled."""
@@ -172,7 +205,15 @@ class Job:
         return running
 
     def finished(self) -> bool:
-        """Every task is done, failed or cancelled."""
+        """Every task is done, failed or cancelled, in the newest round the record has."""
+        self.refresh()
+        if self._table.unresolved != self._table.n_cancelled():
+            return False
+        with self._lock:  # another handle may have started a round: look once at the end
+            rounds = len(self._table.rounds)
+            self._table.load_rounds()
+            if len(self._table.rounds) == rounds:
+                return True
         self.refresh()
         return self._table.unresolved == self._table.n_cancelled()
 
@@ -215,9 +256,19 @@ class Job:
         if now < self._next_liveness_check:
             return True
         self._next_liveness_check = now + LIVENESS_CHECK_SECONDS
-        return self.backend.is_active(self._record) or self.finished()
+        active = self.backend.is_active(self._record)
+        return active or self.finished() or self._starting(self._table.rounds[-1])
 
-    def _lost(self) -> JobLost:
+    def _starting(self, round_: int) -> bool:
+        """A retry round created but not launched yet (not for long: then it is lost)."""
+        if self._record.is_launched(round_) or self._record.is_cancelled(round_):
+            return False
+        return time.time() - self._record.round_created(round_) < LAUNCH_GRACE
+
+    def _lost(self) -> JobLost | JobRemoved:
+        removed = self._removed_error()
+        if removed is not None:
+            return removed
         missing = self._table.unresolved - self._table.n_cancelled()
         why = self.backend.why_inactive(self._record) or f"the {self.spec.backend} workers are gone"
         return JobLost(
@@ -427,7 +478,7 @@ class Job:
                 pause = min(pause * 1.5, 0.5)
                 self.backend.wait_for_change(self._record, pause)
         except Exception as exc:
-            self._fail_futures(exc)
+            self._fail_futures(self._explained(exc))
 
     def _fail_futures(self, error: BaseException) -> None:
         assert self._futures is not None
@@ -440,6 +491,8 @@ class Job:
 
     def cancel(self) -> None:
         """Stop the job: queued tasks never start, running ones are killed."""
+        with self._lock:
+            self._table.load_rounds()  # another handle may have started a round since
         round_ = self._table.rounds[-1]
         self._record.cancel(round_)
         self.backend.cancel(self._record, round_)
@@ -447,44 +500,118 @@ class Job:
             self._settle(range(self.spec.n_tasks))
 
     def retry(self, failed_only: bool = True) -> Job:
-        """Run failed tasks again (and cancelled or lost ones too with ``failed_only=False``)."""
-        self.refresh()
-        table = self._table
-        tasks = [
-            task
-            for task, code in enumerate(table.codes)
-            if code == FAILED or (not failed_only and code == PENDING)
-        ]
-        if not tasks:
-            return self
-        if not failed_only and self.state() == "running":
-            raise AltusError(f"job {self.id} is still running; cancel it or wait before retrying")
-        size = self._chunk_size()
-        chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
-        round_ = self._record.add_round(chunks)
+        """Run failed tasks again (and cancelled or lost ones too with ``failed_only=False``).
+
+        Decided against the record, not this handle's view: the newest round must be
+        over and no worker of it may still write (``JobBusy`` otherwise, naming it), and
+        the new round is created exclusively under the number read, so of two handles
+        retrying at once one starts it and the other is refused.
+        """
+        self.resubmit(failed_only)
+        return self
+
+    def resubmit(self, failed_only: bool = True) -> int:
+        """``retry``, returning how many tasks it started again (0: nothing to retry)."""
         with self._lock:
-            table.start_round(round_)
-            if self._futures is not None:  # a settled future cannot be reset: replace it
-                for task in tasks:
-                    self._futures[task] = Future()
-                self._start_watcher()
+            self._reload()
+            newest = self._table.rounds[-1]
+            if self._round_running(newest):
+                raise self._busy(newest)
+            tasks = self._tasks_to_retry(failed_only)
+            if not tasks:
+                return 0
+            self._wait_until_stopped(newest)
+            size = self._chunk_size()
+            chunks = [tasks[i : i + size] for i in range(0, len(tasks), size)]
+            round_ = newest + 1
+            if not self._record.add_round(round_, chunks):
+                raise self._busy(round_)
+            self._table.start_round(round_)
+            self._renew_futures(tasks)
         resources = Resources.from_user(self.spec.resources)
         self.backend.launch(Launch(self._record, round_, len(chunks), self.spec.workers, resources))
-        return self
+        self._record.mark_launched(round_)
+        return len(tasks)
+
+    def _reload(self) -> None:
+        """Every round and status the record has now, whatever this handle saw before."""
+        self._table.load_rounds()
+        self.refresh()
+
+    def _tasks_to_retry(self, failed_only: bool) -> list[int]:
+        codes = self._table.codes
+        return [
+            task
+            for task, code in enumerate(codes)
+            if code == FAILED or (not failed_only and code == PENDING)
+        ]
+
+    def _renew_futures(self, tasks: list[int]) -> None:
+        if self._futures is not None:  # a settled future cannot be reset: replace it
+            for task in tasks:
+                self._futures[task] = Future()
+            self._start_watcher()
+
+    def _round_running(self, round_: int) -> bool:
+        """Round ``round_`` has tasks without an outcome, is not cancelled, and something
+        runs it (or it is being launched)."""
+        table = self._table
+        if round_ in table.cancelled:
+            return False
+        codes, rounds = table.codes, table.round
+        if not any(code == PENDING and rounds[t] == round_ for t, code in enumerate(codes)):
+            return False
+        return self.backend.is_active(self._record) or self._starting(round_)
+
+    def _busy(self, round_: int) -> JobBusy:
+        return JobBusy(
+            f"round {round_} of job {self.id} is still running; wait for it or cancel it"
+        )
+
+    def _wait_until_stopped(self, round_: int) -> None:
+        """Return once no worker of the job may still write: the workers of a round that
+        ended or was cancelled may take a moment to go (``JobBusy`` after ``STOP_TIMEOUT``)."""
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while self.backend.is_active(self._record):
+            if time.monotonic() > deadline:
+                raise JobBusy(
+                    f"job {self.id}: workers of round {round_} are still running "
+                    f"{STOP_TIMEOUT:g} s after it ended or was cancelled; try again later"
+                )
+            self.backend.wait_for_change(self._record, 0.1)
 
     def _chunk_size(self) -> int:
         bounds = self.spec.bounds
         return max(1, bounds[1] - bounds[0]) if len(bounds) > 1 else 1
 
     def remove(self, force: bool = False) -> None:
-        """Delete the record; a running job must be cancelled first (or ``force``)."""
-        if self.state() == "running":
-            if not force:
-                raise AltusError(f"job {self.id} is still running; cancel it first or use force")
-            self.cancel()
-            with contextlib.suppress(JobLost):
-                self.wait(timeout=10)  # so no worker writes into the folder once it is gone
-        self._record.remove()
+        """Delete the record; a running job must be cancelled first (or ``force``).
+
+        The record is marked removed, every round cancelled, and nothing is deleted until
+        no worker may still write (``JobBusy`` after ``STOP_TIMEOUT``, record kept): a
+        late commit would otherwise bring back part of a removed job.
+        """
+        with self._lock:
+            self._reload()
+        if not force and self.state() == "running":
+            raise AltusError(f"job {self.id} is still running; cancel it first or use force")
+        self._record.mark_removed()
+        try:
+            self._cancel_every_round()
+            self._wait_until_stopped(self._table.rounds[-1])
+        except BaseException:
+            self._record.mark_removed(False)
+            raise
+        left = self._record.remove()
+        if left:
+            raise RecordError(f"job {self.id}: {len(left)} file(s) came back after removal")
+
+    def _cancel_every_round(self) -> None:
+        cancelled = self._record.cancelled_rounds()
+        for round_ in self._table.rounds:
+            if round_ not in cancelled:
+                self._record.cancel(round_)
+                self.backend.cancel(self._record, round_)
 
     def summary(self) -> JobSummary:
         spec = self.spec

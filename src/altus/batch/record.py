@@ -9,11 +9,14 @@ never changed afterwards (format 2)::
       function.pkl                    the function, cloudpickled
       inputs/<chunk>.pkl              the inputs of one chunk (a list), cloudpickled
       rounds/<round>.json             tasks a retry runs again, split into chunks (round >= 1)
+      launched/r<R>                   the backend took round R (R >= 1): it is no longer starting
       claims/r<R>-c<chunk>-a<A>.json  a worker took chunk <chunk> of round R, attempt A
       results/<batch>.pkl             one pickled list: each task's return value (or exception)
       status/<batch>.json             per-task status of the same tasks; the commit point
       logs/<task>.out, <task>.err     what a task printed, only when it printed anything
       cancelled/r<R>                  round R was cancelled
+      ended/r<R>                      no worker of the local pool that ran round R is left
+      removed                         the record is being removed: handles say so, not "lost"
       backend/<name>.json             what the backend needs to watch or cancel its workers
 
 A worker commits the tasks it finished as a *batch* named
@@ -371,12 +374,23 @@ class JobRecord:
         found = [int(name[:-5]) for name in self.store.children("rounds") if name.endswith(".json")]
         return [0, *sorted(found)]
 
-    def add_round(self, chunks: Sequence[Sequence[int]]) -> int:
-        round_ = self.rounds()[-1] + 1
-        body = json.dumps({"chunks": [list(chunk) for chunk in chunks]}).encode()
-        if not self.store.create(f"rounds/{round_}.json", body):
-            raise RecordError(f"{self.url}: another process started round {round_} at once")
-        return round_
+    def add_round(self, round_: int, chunks: Sequence[Sequence[int]]) -> bool:
+        """Create round ``round_`` (the one after the newest the caller read); False if
+        another process created it first. The caller names the round, so the loser of a
+        race never goes on to create the round after it."""
+        body = {"chunks": [list(chunk) for chunk in chunks], "created": time.time()}
+        return self.store.create(f"rounds/{round_}.json", json.dumps(body).encode())
+
+    def round_created(self, round_: int) -> float:
+        """When round ``round_`` (>= 1) was created; 0 for records older than the field."""
+        created = json.loads(self._read(f"rounds/{round_}.json")).get("created", 0.0)
+        return float(created)
+
+    def mark_launched(self, round_: int) -> None:
+        self.store.write(f"launched/r{round_}", str(time.time()).encode())
+
+    def is_launched(self, round_: int) -> bool:
+        return round_ == 0 or self.store.exists(f"launched/r{round_}")
 
     # -- claims, commits, logs ------------------------------------------------
 
@@ -441,6 +455,26 @@ class JobRecord:
     def is_cancelled(self, round_: int) -> bool:
         return self.store.exists(f"cancelled/r{round_}")
 
+    def end_round(self, round_: int) -> None:
+        """Say that no worker of this runner writes round ``round_`` any more; never into a
+        record already removed (that would bring a removed prefix back)."""
+        if self.store.exists("spec.json"):
+            self.store.write(f"ended/r{round_}", str(time.time()).encode())
+
+    def has_ended(self, round_: int) -> bool:
+        return self.store.exists(f"ended/r{round_}")
+
+    def mark_removed(self, removing: bool = True) -> None:
+        """Written before a removal cancels the job (and deleted if it gives up), so every
+        handle watching the job can tell a removal from a lost job."""
+        if removing:
+            self.store.write("removed", str(time.time()).encode())
+        else:
+            self.store.delete("removed")
+
+    def is_removed(self) -> bool:
+        return self.store.exists("removed") or not self.store.exists("spec.json")
+
     def write_backend_state(self, backend: str, state: dict[str, Any]) -> None:
         self.store.write(f"backend/{backend}.json", json.dumps(state).encode())
 
@@ -450,8 +484,16 @@ class JobRecord:
         except FileNotFoundError:
             return None
 
-    def remove(self) -> None:
+    def remove(self) -> list[str]:
+        """Delete every object of the record; returns what is still there afterwards (a
+        writer the caller did not wait for), after one more try to delete it."""
         self.store.delete_tree("")
+        left = sorted(self.store.list(""))
+        if left:
+            time.sleep(0.2)
+            self.store.delete_tree("")
+            left = sorted(self.store.list(""))
+        return left
 
     def _read(self, key: str) -> bytes:
         try:

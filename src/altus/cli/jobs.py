@@ -139,14 +139,11 @@ def retry(job_id: str, all_tasks: bool, store: str | None) -> None:
     Tasks that are done are never rerun. Follow the job with `altus jobs show ID`.
     """
     job = _attach(job_id, store)
-    counts = job.status()
-    unfinished = counts["pending"] + counts["running"] + counts["cancelled"]
-    n_tasks = counts["failed"] + (unfinished if all_tasks else 0)
+    n_tasks = job.resubmit(failed_only=not all_tasks)  # refuses while a round still runs
     if n_tasks == 0:
         click.echo(f"job {job.id}: nothing to retry ({job.state()})")
-        return
-    retried = job.retry(failed_only=not all_tasks)
-    click.echo(f"job {retried.id}: resubmitted {n_tasks} task(s)")
+    else:
+        click.echo(f"job {job.id}: resubmitted {n_tasks} task(s)")
 
 
 @jobs.command()

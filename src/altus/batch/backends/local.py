@@ -199,9 +199,8 @@ class LocalBackend(Backend):
         keys = worker_keys(launch.workers, launch.resources)
         pool = _get_pool()
         record = launch.record
-        record.write_backend_state(
-            self.name, {"host": socket.gethostname(), "pid": pool.pid, "client": os.getpid()}
-        )
+        state = {"host": socket.gethostname(), "pid": pool.pid, "client": os.getpid()}
+        record.write_backend_state(self.name, {**state, "round": launch.round})
         pool.active.add((record.url, launch.round))
         pool.send(
             op="launch",
@@ -225,9 +224,11 @@ class LocalBackend(Backend):
         state = record.backend_state(self.name)
         if state is None:
             return False
+        if "round" in state and record.has_ended(int(state["round"])):
+            return False  # the pool wrote that none of its workers runs the round any more
         if state["host"] != socket.gethostname():
             return True  # another machine's pool: it cannot be checked from here
-        return _is_pool_process(int(state["pid"]))
+        return _pool_or_its_workers_alive(int(state["pid"]))
 
     def why_inactive(self, record: JobRecord) -> str | None:
         if _pool is not None and record.url in _pool.abandoned:
@@ -241,6 +242,28 @@ class LocalBackend(Backend):
         event = _pool.event_for(record.url)
         event.wait(timeout)
         event.clear()
+
+
+def _pool_or_its_workers_alive(pid: int) -> bool:
+    """The pool, or a worker it forked that outlived it (they share the pool's session):
+    until none is left, a killed pool's workers may still commit."""
+    if _is_pool_process(pid):
+        return True
+    return any(_is_pool_process(member) for member in _session_members(pid))
+
+
+def _session_members(session: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(")") + 2 :].split()  # after the command name
+            if len(fields) > 3 and int(fields[3]) == session:
+                members.append(int(entry))
+    return members
 
 
 def _is_pool_process(pid: int) -> bool:

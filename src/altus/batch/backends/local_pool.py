@@ -228,6 +228,8 @@ class Pool:
 
     def finish(self, job: Job, error: str | None = None) -> None:
         del self.jobs[(job.url, job.round)]
+        with contextlib.suppress(AltusError, OSError):  # its record may be gone
+            job.record.end_round(job.round)  # no worker of ours runs it: retry or remove may go
         self.emit(
             ev="finished", record=job.url, round=job.round, cancelled=job.cancelled, error=error
         )
