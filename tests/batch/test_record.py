@@ -168,7 +168,9 @@ def test_recorded_tasks_are_per_round(root: Store, spec: JobSpec) -> None:
     record = make(root, spec)
     commit_tasks(record, BatchName(0, 0, 0, "b0"), [0, 1])
     commit_tasks(record, BatchName(0, 2, 1, "b0"), [7, 8])
-    round_ = record.add_round([[1, 8]])
+    round_ = 1
+    assert record.add_round(round_, [[1, 8]])
+    assert not record.add_round(round_, [[1]])  # one process creates a round
     commit_tasks(record, BatchName(round_, 0, 0, "b0"), [8])
     assert record.recorded_tasks(0) == {0, 1, 7, 8}
     assert record.recorded_tasks(round_) == {8}
