@@ -212,6 +212,7 @@ def test_wrong_guesses_slow_down_then_lock_the_address_out(server: Server) -> No
     assert PASSWORD not in log
 
 
+@pytest.mark.slow
 def test_a_lockout_ends_and_a_success_starts_the_count_again(server: Server) -> None:
     guesser = Client(server, "127.0.0.4")
     assert [status for status, _ in timed_logins(guesser, WRONG, 5)] == [401] * 4 + [429]

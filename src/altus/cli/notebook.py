@@ -67,7 +67,8 @@ def notebook() -> None:
 @click.option(
     "--public",
     is_flag=True,
-    help="Listen on every address, with TLS and a password (asked for, or --password-stdin).",
+    help="Listen on every address, with TLS and a password of 12+ characters, not a common "
+    "one (asked for, or --password-stdin); failed logins are throttled per address.",
 )
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.option("--certfile", type=click.Path(path_type=Path), help="TLS certificate (PEM).")
@@ -89,8 +90,11 @@ def start(
 
     It binds 127.0.0.1 with a random 256-bit token unless --public, which binds
     every address and requires TLS (a self-signed certificate for this host
-    unless --certfile/--keyfile) and a password, hashed with argon2. Secrets stay
-    in 0600 files under $XDG_STATE_HOME/altus/notebooks, never on a command line.
+    unless --certfile/--keyfile) and a password, hashed with argon2: at least 12
+    characters, not a common password, a run of keys or a repeat. Each failed
+    login from an address waits longer (0.5 s, doubling to 8 s); 10 in 15 minutes
+    lock that address out for 10 minutes. Secrets stay in 0600 files under
+    $XDG_STATE_HOME/altus/notebooks (0700), never on a command line.
     The server outlives this terminal; `altus notebook stop` ends it.
     """
     from altus import notebook as notebooks

@@ -134,7 +134,11 @@ def _serve() -> None:
     with the server's umask (the user's, for the notebooks), and its switch
     ``no_browser_open_file`` cannot be set from a config file."""
     sys.modules.setdefault(Path(__file__).stem, sys.modules[__name__])
+    import jupyter_server
     from jupyter_server.serverapp import ServerApp
+
+    if int(jupyter_server.__version__.split(".")[0]) < 2:  # would ignore altus's login form
+        sys.exit("altus needs jupyter_server 2 or later in the notebook's environment")
     from jupyterlab.labapp import main  # type: ignore[import-untyped]
 
     ServerApp.write_browser_open_files = _no_open_page  # type: ignore[method-assign,assignment]
