@@ -97,7 +97,8 @@ def test_start_is_idempotent_and_stop_ends_the_server(state_dir: Path) -> None:
     wait_gone(info.pid)
     assert server.status(state_dir=state_dir) is None
     assert server.stop(state_dir=state_dir) is False
-    assert not (state_dir / "server.json").exists()
+    for name in ("server.json", "security.toml", "tls-cert.pem", "tls-key.pem"):
+        assert not (state_dir / name).exists(), name
 
     again = server.start(state_dir=state_dir)
     assert again.pid != info.pid
@@ -152,7 +153,8 @@ def test_a_port_in_use_is_refused(state_dir: Path) -> None:
 def test_the_state_is_private(state_dir: Path) -> None:
     info = server.start(state_dir=state_dir)
     assert mode(state_dir) == 0o700
-    for name in ("credentials.json", "server.json", "server.log", "s3-identities.json"):
+    private = ("credentials.json", "server.json", "server.log", "s3-identities.json")
+    for name in (*private, "security.toml", "tls-cert.pem", "tls-key.pem"):
         assert mode(state_dir / name) == 0o600, name
     keys = json.loads((state_dir / "credentials.json").read_text())
     assert keys == {"access_key": info.access_key, "secret_key": info.secret_key}
