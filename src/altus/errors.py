@@ -16,6 +16,7 @@ the CLI, only ever has to catch ``AltusError``. Storage keeps the built-in
      │    ├── UnsafeKeyError      an object key would land outside the destination folder
      │    └── LayoutError         a dataset lacks a file its layout needs (altus demo --data)
      ├── RecordError              a job record is missing, damaged or too new
+     │    ├── RecordDamaged       one file of a record cannot be read as what it is
      │    └── JobNotFound         no record with that id in the store
      │         └── JobRemoved     the job's record was removed (while a handle watched it)
      ├── SubmitError              the function or an input cannot be sent to a worker
@@ -44,6 +45,7 @@ __all__ = [
     "JobRemoved",
     "LayoutError",
     "NotebookError",
+    "RecordDamaged",
     "RecordError",
     "ServerError",
     "StoreError",
@@ -91,6 +93,17 @@ class LayoutError(StoreError):
 
 class RecordError(AltusError):
     """A job record is damaged, incomplete or written by a newer altus."""
+
+
+class RecordDamaged(RecordError):
+    """One file of a job record cannot be read as what it is; ``key`` names it in the record.
+
+    Damage affects only what that file holds: readers name it and go on with the rest.
+    """
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class JobNotFound(RecordError):

@@ -782,7 +782,9 @@ class BatchBackendSuite:
         with pytest.raises(RecordError, match=r"spec\.json") as caught:
             altus.Job.attach(job.id, store=store_url)
         assert not isinstance(caught.value, JobNotFound)
-        assert altus.jobs(store_url) == []
+        [listed] = altus.jobs(store_url)  # listed, not hidden: named as damaged
+        assert (listed.id, listed.state) == (job.id, "damaged")
+        assert "spec.json" in listed.damaged[0]
 
     def test_deleted_results_file_is_a_record_error_naming_the_file(
         self, knot: Callable[..., altus.Knot], store_url: str

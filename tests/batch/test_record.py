@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from altus.batch.record import FORMAT, BatchName, Commit, JobRecord, JobSpec, new_job_id
+from altus.batch.record import (
+    FAILURE_FIELDS,
+    FORMAT,
+    BatchName,
+    Commit,
+    JobRecord,
+    JobSpec,
+    new_job_id,
+)
 from altus.errors import JobNotFound, RecordError
 from altus.storage import LocalStore, Store
 
@@ -142,14 +150,14 @@ def test_a_batch_is_committed_once(root: Store, spec: JobSpec) -> None:
 
 @pytest.mark.parametrize("tasks", [[], [5], [3, 4, 5], [9, 2, 3, 4, 8, 1], [0, 2, 4]], ids=str)
 def test_status_round_trips_in_task_order(root: Store, spec: JobSpec, tasks: list[int]) -> None:
-    record = make(root, spec)
+    record = make(root, replace(spec, bounds=(0, 10)))  # one chunk: a batch holds its own tasks
     commit = Commit(
         tasks=tasks,
         clock=1_700_000_000.25,
         start=[1234.5 + t for t in tasks],
         duration=[t / 10 for t in tasks],
         peak_memory=[t << 33 for t in tasks],
-        failures={"2": {"exit_reason": "raised"}} if 2 in tasks else {},
+        failures={"2": dict.fromkeys(FAILURE_FIELDS, "raised")} if 2 in tasks else {},
         output={str(t): [t, 0] for t in tasks[:1]},
     )
     record.commit(BatchName(0, 0, 0, "b0"), commit, b"")

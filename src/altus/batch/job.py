@@ -14,12 +14,12 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from altus.batch.backends import Backend, Launch, Resources, get_backend
 from altus.batch.record import BatchName, BatchStatus, JobRecord, JobSpec, job_ids
-from altus.batch.task_table import DONE, FAILED, PENDING, TaskTable
+from altus.batch.task_table import DAMAGED, DONE, FAILED, PENDING, TaskTable
 from altus.config import load_settings
 from altus.errors import (
     AltusError,
@@ -27,6 +27,7 @@ from altus.errors import (
     JobLost,
     JobNotFound,
     JobRemoved,
+    RecordDamaged,
     RecordError,
     TaskCancelled,
     TaskError,
@@ -85,6 +86,8 @@ class JobSummary:
     n_tasks: int
     counts: dict[str, int]
     state: str
+    damaged: list[str] = field(default_factory=list)
+    """One line per file of the record that cannot be read, naming it."""
 
 
 class RemoteTraceback(Exception):
@@ -108,7 +111,7 @@ class Job:
         self._lock = threading.RLock()
         self._futures: list[Future[Any]] | None = None
         self._watcher: threading.Thread | None = None
-        self._loaded: tuple[str, list[Any]] | None = None
+        self._loaded: tuple[str, list[Any] | RecordDamaged] | None = None
         self._status_cache: tuple[str, BatchStatus] | None = None
         self._next_liveness_check = 0.0
         self._removed: JobRemoved | None = None
@@ -199,7 +202,7 @@ class Job:
         codes, rounds = self._table.codes, self._table.round
         running = 0
         for round_, chunk in self._record.claimed_chunks():
-            tasks = self._record.chunk_tasks(round_, chunk)
+            tasks = self._table.chunk_tasks(round_, chunk)
             if any(codes[task] == PENDING and rounds[task] == round_ for task in tasks):
                 running += 1
         return running
@@ -207,7 +210,7 @@ class Job:
     def finished(self) -> bool:
         """Every task is done, failed or cancelled, in the newest round the record has."""
         self.refresh()
-        if self._table.unresolved != self._table.n_cancelled():
+        if not self._table.finished():
             return False
         with self._lock:  # another handle may have started a round: look once at the end
             rounds = len(self._table.rounds)
@@ -215,11 +218,14 @@ class Job:
             if len(self._table.rounds) == rounds:
                 return True
         self.refresh()
-        return self._table.unresolved == self._table.n_cancelled()
+        return self._table.finished()
 
     def state(self) -> str:
-        """``running``, ``done``, ``failed`` (finished with failures), ``cancelled`` or ``lost``."""
+        """``running``, ``done``, ``failed`` (finished with failures), ``cancelled``, ``lost``
+        or ``damaged`` (finished, but files of the record cannot be read: see ``damaged``)."""
         if self.finished():
+            if self._table.damaged:
+                return "damaged"
             if self._table.n_cancelled():
                 return "cancelled"
             return "failed" if self._table.failed else "done"
@@ -285,7 +291,8 @@ class Job:
         self.wait()
         table = self._table
         if table.done == self.spec.n_tasks and len(table.ranges) == len(table.batches):
-            return self._values_by_batch()
+            with contextlib.suppress(RecordDamaged):  # then task by task, naming the file
+                return self._values_by_batch()
         return list(self.iter_results(errors))
 
     def _values_by_batch(self) -> list[Any]:
@@ -299,10 +306,14 @@ class Job:
         """Results in input order, read one batch at a time (the job must be finished)."""
         table = self._table
         codes, batch, position = table.codes, table.batch, table.position
+        index, values = -1, None
         for task in range(self.spec.n_tasks):
             if codes[task] == DONE:  # the fast path: no call per task
-                yield self._batch_values(table.batches[batch[task]])[position[task]]
-                continue
+                if batch[task] != index:
+                    index, values = batch[task], self._readable_values(table.batches[batch[task]])
+                if values is not None:
+                    yield values[position[task]]
+                    continue
             try:
                 yield self.result(task)
             except Exception as exc:  # the task's error, or a TaskError standing in for it
@@ -320,6 +331,10 @@ class Job:
                 raise TaskCancelled(f"task {task} of job {self.id} was cancelled", task=task)
             raise AltusError(f"task {task} of job {self.id} has not finished")
         stem = table.batches[table.batch[task]]
+        if code == DAMAGED:
+            key = f"status/{stem}.json"
+            why = table.damaged[key]
+            raise RecordDamaged(f"task {task} of job {self.id} has no readable status: {why}", key)
         value = self._batch_values(stem)[table.position[task]]
         if code == DONE:
             return value
@@ -333,16 +348,34 @@ class Job:
         return cached[1]
 
     def _batch_values(self, stem: str) -> list[Any]:
-        """The results list of one batch; the last one read is kept (reads go in order)."""
+        """The results list of one batch; the last one read is kept (reads go in order),
+        and so is its error when it cannot be read: a file is read once, not once a task."""
         if self._loaded is None or self._loaded[0] != stem:
-            try:
-                values = pickle.loads(self._record.read_results(stem))
-            except Exception as exc:
-                raise RecordError(
-                    f"{self._record.url}/results/{stem}.pkl cannot be read: {exc}"
-                ) from exc
-            self._loaded = (stem, values)
-        return self._loaded[1]
+            self._loaded = (stem, self._read_values(stem))
+        values = self._loaded[1]
+        if isinstance(values, RecordDamaged):
+            raise values
+        return values
+
+    def _readable_values(self, stem: str) -> list[Any] | None:
+        try:
+            return self._batch_values(stem)
+        except RecordDamaged:
+            return None
+
+    def _read_values(self, stem: str) -> list[Any] | RecordDamaged:
+        """A batch's results, or the error naming its file: one result per task its status lists."""
+        key = f"results/{stem}.pkl"
+        try:
+            values = pickle.loads(self._record.read_results(stem))
+        except Exception as exc:  # unpickling can raise anything
+            return RecordDamaged(f"{self._record.url}/{key} cannot be read: {exc}", key)
+        expected = self._table.sizes.get(stem)
+        if not isinstance(values, list) or len(values) != expected:
+            found = len(values) if isinstance(values, list) else type(values).__name__
+            why = f"it holds {found} results for the {expected} tasks its status lists"
+            return self._record.damaged(key, why)
+        return values
 
     def _exception(self, task: int, failure: dict[str, Any], blob: Any) -> BaseException:
         exc: BaseException | None = None
@@ -613,8 +646,16 @@ class Job:
                 self._record.cancel(round_)
                 self.backend.cancel(self._record, round_)
 
+    @property
+    def damaged(self) -> dict[str, str]:
+        """Files of the record that cannot be read, by key, each with the one-line error
+        naming it (as of the last refresh). What they held is left out: their tasks count
+        as pending and give a ``RecordDamaged`` instead of a result."""
+        return dict(self._table.damaged)
+
     def summary(self) -> JobSummary:
         spec = self.spec
+        counts, state = self.status(), self.state()
         return JobSummary(
             id=spec.id,
             name=spec.name,
@@ -623,18 +664,42 @@ class Job:
             created=spec.created,
             host=spec.host,
             n_tasks=spec.n_tasks,
-            counts=self.status(),
-            state=self.state(),
+            counts=counts,
+            state=state,
+            damaged=list(self._table.damaged.values()),
         )
 
 
 def jobs(store: str | Store | None = None) -> list[JobSummary]:
-    """Every job record in the store, oldest first; damaged records are skipped."""
+    """Every job record in the store, oldest first; one that cannot be read is listed as
+    ``damaged`` with the error naming its file, so one record never hides the others."""
     root = open_store(store or load_settings().default_store_url)
-    found = []
-    for job_id in job_ids(root):
-        try:
-            found.append(Job(JobRecord.find(root, job_id)).summary())
-        except (JobNotFound, RecordError):
-            continue
+    found = [summary for job_id in job_ids(root) if (summary := _summarise(root, job_id))]
     return sorted(found, key=lambda summary: summary.created)
+
+
+def _summarise(root: Store, job_id: str) -> JobSummary | None:
+    """The job's summary; None for a folder that is no record (or is one being created)."""
+    try:
+        record = JobRecord.find(root, job_id)
+        return Job(record).summary()
+    except JobNotFound:
+        return None
+    except RecordError as exc:
+        return _damaged_summary(job_id, exc)
+
+
+def _damaged_summary(job_id: str, error: RecordError) -> JobSummary:
+    """A summary from the folder's name alone: its spec may be what is damaged."""
+    return JobSummary(
+        id=job_id,
+        name="",
+        function="-",
+        backend="-",
+        created=0.0,
+        host="-",
+        n_tasks=0,
+        counts=dict.fromkeys(STATES, 0),
+        state="damaged",
+        damaged=[str(error)],
+    )

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import base64
 import getpass
+import itertools
 import json
 import os
 import re
@@ -51,15 +52,16 @@ import socket
 import sys
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from altus.errors import JobNotFound, RecordError, StoreError
+from altus.errors import JobNotFound, RecordDamaged, RecordError, StoreError
 from altus.storage import Store, open_store
 
 __all__ = [
+    "FAILURE_FIELDS",
     "FORMAT",
     "BatchName",
     "BatchStatus",
@@ -71,8 +73,15 @@ __all__ = [
 
 FORMAT = 2
 """The layout version written into every spec; readers refuse any other."""
+MAX_TASKS = (1 << 31) - 1
+"""The most tasks one job can have: a task's position in its batch is a 32-bit integer."""
+LARGE_JOB_TASKS = 1 << 20
+"""Above this many tasks (13 MB of per-task state) a reader checks the spec against inputs/ first."""
 
 _BATCH = re.compile(r"^r(\d+)-c(\d+)-a(\d+)-(b\d+|died\d*)$")
+_CLAIM = re.compile(r"^r(\d+)-c(\d+)-a\d+\.json$")
+_ROUND = re.compile(r"^(\d+)\.json$")
+_INPUT = re.compile(r"^\d{6,}\.pkl$")
 
 
 def new_job_id(name: str) -> str:
@@ -128,10 +137,69 @@ class JobSpec:
                     f"{where} is in record format {written}, written by {who} "
                     f"(this one reads format {FORMAT})"
                 )
-            fields["bounds"] = tuple(fields["bounds"])
-            return cls(**fields)
+            fields["bounds"] = _checked_bounds(fields.get("bounds"), fields.get("n_tasks"))
+            return cls(**fields)._checked()
         except (ValueError, TypeError, KeyError) as exc:
-            raise RecordError(f"{where} is damaged: {exc}") from exc
+            raise RecordDamaged(f"{where} is damaged: {exc}", "spec.json") from exc
+
+    def _checked(self) -> JobSpec:
+        """Itself, once every field has its type and range; ValueError naming the first that does not."""
+        for name, check in _SPEC_CHECKS.items():
+            value = getattr(self, name)
+            if not check(value):
+                raise ValueError(f"{name} is {value!r}, which a spec never holds")
+        return self
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _is_text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_number(value: object) -> bool:
+    return type(value) in (int, float)
+
+
+_SPEC_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "id": _is_text,
+    "name": _is_text,
+    "function": _is_text,
+    "backend": _is_text,
+    "calling": lambda value: value in ("item", "star", "args_kwargs"),
+    "retries": _is_count,
+    "timeout": lambda value: value is None or (_is_number(value) and value > 0),
+    "workers": lambda value: value is None or (_is_count(value) and value > 0),
+    "resources": lambda value: isinstance(value, dict),
+    "backend_options": lambda value: isinstance(value, dict),
+    "created": _is_number,
+    "host": _is_text,
+    "user": _is_text,
+    "altus_version": _is_text,
+    "python": _is_text,
+}
+"""What each spec field must be, beyond n_tasks and bounds (checked first, together)."""
+
+
+def _checked_bounds(bounds: object, n_tasks: object) -> tuple[int, ...]:
+    """Chunk bounds as a tuple: integers rising strictly from 0 to ``n_tasks``.
+
+    Checked before anything reads ``n_tasks``: a spec whose count disagrees with
+    its own chunks is damaged, so nothing ever allocates for a count alone.
+    """
+    if not _is_count(n_tasks) or n_tasks > MAX_TASKS:  # type: ignore[operator]
+        raise ValueError(f"n_tasks is {n_tasks!r}, not a count of at most {MAX_TASKS}")
+    if not isinstance(bounds, list) or not bounds or bounds[0] != 0:
+        raise ValueError("bounds is not a list of chunk bounds starting at 0")
+    if not all(type(bound) is int for bound in bounds):
+        raise ValueError("bounds holds something other than integers")
+    if any(low >= high for low, high in itertools.pairwise(bounds)):
+        raise ValueError("bounds do not rise strictly")
+    if bounds[-1] != n_tasks:
+        raise ValueError(f"bounds end at {bounds[-1]}, but n_tasks is {n_tasks}")
+    return tuple(bounds)
 
 
 def submission_context() -> dict[str, Any]:
@@ -200,27 +268,30 @@ class Commit:
 
 
 class BatchStatus:
-    """One status file, parsed; the per-task columns are decoded only when used."""
+    """One status file, parsed and checked; the per-task columns are decoded only when used.
 
-    def __init__(self, data: bytes) -> None:
+    The checks cost a few steps per run and per failure, never per task, so a
+    client reading 10,000 tiny tasks pays nothing for them; anything out of
+    type or range raises ValueError, which the record turns into a ``RecordDamaged``
+    naming the file.
+    """
+
+    def __init__(self, data: bytes, n_tasks: int) -> None:
         fields = json.loads(data)
-        runs = fields["tasks"]
+        self.runs = _checked_runs(fields["tasks"], n_tasks)
+        """``[first, stop)`` runs of the tasks, as the file lists them."""
         self.tasks: Sequence[int] = (
-            range(*runs[0])
-            if len(runs) == 1
-            else [task for first, stop in runs for task in range(first, stop)]
+            range(*self.runs[0])
+            if len(self.runs) == 1
+            else [task for first, stop in self.runs for task in range(first, stop)]
         )
-        self.host: str = fields["host"]
-        self.pid: int = fields["pid"]
-        self.clock: float = fields["clock"]
-        self.failures: dict[str, dict[str, Any]] = fields["failures"]
+        self.host: str = _typed(fields, "host", str)
+        self.pid: int = _typed(fields, "pid", int)
+        self.clock: float = _typed(fields, "clock", (int, float))
+        self.failures: dict[str, dict[str, Any]] = _checked_failures(fields["failures"], self.tasks)
         """task → exit_reason, error_type, message, traceback."""
-        self.output: dict[str, list[int]] = fields["output"]
-        self._packed: dict[str, str] = {
-            name: fields[name] for name in ("start", "duration", "peak_memory")
-        }
-        if not all(isinstance(text, str) for text in self._packed.values()):
-            raise ValueError("its columns are not packed")
+        self.output: dict[str, list[int]] = _typed(fields, "output", dict)
+        self._packed = {name: _checked_column(fields, name, len(self.tasks)) for name in _COLUMNS}
 
     @cached_property
     def start(self) -> array[float]:
@@ -236,12 +307,70 @@ class BatchStatus:
         return self._column("peak_memory", "q")
 
     def _column(self, name: str, kind: str) -> array[Any]:
-        values = _unpack(kind, self._packed[name])
-        if len(values) != len(self.tasks):
-            raise RecordError(
-                f"status column {name} has {len(values)} entries, not {len(self.tasks)}"
-            )
-        return values
+        try:
+            return _unpack(kind, self._packed[name])
+        except ValueError as exc:
+            raise RecordError(f"status column {name} cannot be decoded: {exc}") from exc
+
+
+_COLUMNS = ("start", "duration", "peak_memory")
+"""The packed columns of a status file, 8 bytes per task each."""
+FAILURE_FIELDS = frozenset({"exit_reason", "error_type", "message", "traceback"})
+
+
+def _typed(fields: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    value = fields[name]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{name} is {type(value).__name__}")
+    return value
+
+
+def _checked_runs(runs: object, n_tasks: int) -> list[list[int]]:
+    """``[first, stop)`` runs of tasks, each inside ``range(n_tasks)``."""
+    if not isinstance(runs, list):
+        raise ValueError("tasks is not a list of runs")
+    for run in runs:
+        if not (isinstance(run, list) and len(run) == 2 and all(type(end) is int for end in run)):
+            raise ValueError(f"tasks holds {run!r}, not a [first, stop) run")
+        if not 0 <= run[0] < run[1] <= n_tasks:
+            raise ValueError(f"tasks run {run} is empty or outside the job's {n_tasks} tasks")
+    return runs
+
+
+def _checked_failures(failures: object, tasks: Sequence[int]) -> dict[str, dict[str, Any]]:
+    """task → failure, for tasks of this batch only, each with exactly the failure fields."""
+    if not isinstance(failures, dict):
+        raise ValueError("failures is not a map")
+    members = tasks if isinstance(tasks, range) or not failures else set(tasks)
+    for key, failure in failures.items():
+        if not (key.isdigit() and str(int(key)) == key and int(key) in members):
+            raise ValueError(f"failures names task {key!r}, which this batch does not hold")
+        if not isinstance(failure, dict) or failure.keys() != FAILURE_FIELDS:
+            raise ValueError(f"the failure of task {key} lacks its fields")
+        if not all(isinstance(text, str) for text in failure.values()):
+            raise ValueError(f"the failure of task {key} holds something other than text")
+    return failures
+
+
+def _checked_column(fields: dict[str, Any], name: str, n: int) -> str:
+    """A packed column's text, once its length says it holds ``n`` numbers of 8 bytes."""
+    text = fields[name]
+    if not isinstance(text, str):
+        raise ValueError(f"column {name} is not packed")
+    if len(text) != 4 * ((8 * n + 2) // 3):
+        raise ValueError(f"column {name} does not hold {n} entries")
+    return text
+
+
+def _checked_chunks(data: bytes, n_tasks: int) -> list[list[int]]:
+    """The chunks of a rounds file: lists of task indices below ``n_tasks``."""
+    chunks = json.loads(data)["chunks"]
+    if not isinstance(chunks, list) or not all(isinstance(chunk, list) for chunk in chunks):
+        raise ValueError("chunks is not a list of lists of tasks")
+    for task in (task for chunk in chunks for task in chunk):
+        if type(task) is not int or not 0 <= task < n_tasks:
+            raise ValueError(f"a chunk holds {task!r}, not a task below {n_tasks}")
+    return chunks
 
 
 def _runs(tasks: Sequence[int]) -> list[list[int]]:
@@ -349,6 +478,8 @@ class JobRecord:
 
     def chunk_tasks(self, round_: int, chunk: int) -> range | list[int]:
         """The task indices that chunk ``chunk`` of round ``round_`` runs."""
+        if not 0 <= chunk < self.n_chunks(round_):
+            raise RecordError(f"job {self.id} has no chunk {chunk} in round {round_}")
         if round_ == 0:
             return range(self.spec.bounds[chunk], self.spec.bounds[chunk + 1])
         return self.round_chunks(round_)[chunk]
@@ -361,9 +492,13 @@ class JobRecord:
     # -- rounds -----------------------------------------------------------------
 
     def round_chunks(self, round_: int) -> list[list[int]]:
+        """The chunks of a retry round; ``RecordDamaged`` naming the file if it is damaged."""
         if round_ not in self._rounds:
-            data = json.loads(self._read(f"rounds/{round_}.json"))
-            self._rounds[round_] = [list(chunk) for chunk in data["chunks"]]
+            key = f"rounds/{round_}.json"
+            try:
+                self._rounds[round_] = _checked_chunks(self._read(key), self.spec.n_tasks)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise self.damaged(key, exc) from exc
         return self._rounds[round_]
 
     def n_chunks(self, round_: int) -> int:
@@ -371,7 +506,8 @@ class JobRecord:
 
     def rounds(self) -> list[int]:
         """Every round of the job, oldest first; round 0 is the original map."""
-        found = [int(name[:-5]) for name in self.store.children("rounds") if name.endswith(".json")]
+        names = map(_ROUND.match, self.store.children("rounds"))
+        found = {int(match[1]) for match in names if match} - {0}
         return [0, *sorted(found)]
 
     def add_round(self, round_: int, chunks: Sequence[Sequence[int]]) -> bool:
@@ -383,8 +519,11 @@ class JobRecord:
 
     def round_created(self, round_: int) -> float:
         """When round ``round_`` (>= 1) was created; 0 for records older than the field."""
-        created = json.loads(self._read(f"rounds/{round_}.json")).get("created", 0.0)
-        return float(created)
+        key = f"rounds/{round_}.json"
+        try:
+            return float(json.loads(self._read(key)).get("created", 0.0))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise self.damaged(key, exc) from exc
 
     def mark_launched(self, round_: int) -> None:
         self.store.write(f"launched/r{round_}", str(time.time()).encode())
@@ -400,11 +539,8 @@ class JobRecord:
 
     def claimed_chunks(self) -> set[tuple[int, int]]:
         """(round, chunk) of every chunk a worker has claimed, whatever the attempt."""
-        claimed = set()
-        for name in self.store.children("claims"):
-            round_text, chunk_text = name.split("-")[:2]
-            claimed.add((int(round_text[1:]), int(chunk_text[1:])))
-        return claimed
+        claims = map(_CLAIM.match, self.store.children("claims"))
+        return {(int(match[1]), int(match[2])) for match in claims if match}
 
     def commit(self, name: BatchName, commit: Commit, results: bytes) -> bool:
         """Record a batch: results first, then the status file that makes it count."""
@@ -427,10 +563,37 @@ class JobRecord:
         return recorded
 
     def read_status(self, stem: str) -> BatchStatus:
+        """A status file, checked against the chunk its name gives; ``RecordDamaged`` naming it
+        if it cannot be read as one (a missing file stays a plain ``RecordError``)."""
+        key = f"status/{stem}.json"
+        data = self._read(key)
         try:
-            return BatchStatus(self._read(f"status/{stem}.json"))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise RecordError(f"{self.url}/status/{stem}.json is damaged: {exc}") from exc
+            status = BatchStatus(data, self.spec.n_tasks)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise self.damaged(key, exc) from exc
+        name = BatchName.parse(stem)
+        if name is not None:
+            self._check_in_chunk(key, status, name)
+        return status
+
+    def _check_in_chunk(self, key: str, status: BatchStatus, name: BatchName) -> None:
+        """Every run of ``status`` lies in the chunk its batch name gives (runs, not tasks, in round 0)."""
+        try:
+            chunk = self.chunk_tasks(name.round, name.chunk)
+        except RecordError as exc:
+            raise self.damaged(key, exc) from exc
+        if isinstance(chunk, range):
+            inside = all(chunk.start <= first and stop <= chunk.stop for first, stop in status.runs)
+        else:
+            inside = set(status.tasks) <= set(chunk)
+        if not inside:
+            raise self.damaged(
+                key, f"it lists tasks outside chunk {name.chunk} of round {name.round}"
+            )
+
+    def damaged(self, key: str, why: object) -> RecordDamaged:
+        """The one-line error for a file of this record that cannot be read as what it is."""
+        return RecordDamaged(f"{self.url}/{key} is damaged: {why}", key)
 
     def read_results(self, stem: str) -> bytes:
         return self._read(f"results/{stem}.pkl")
@@ -479,10 +642,29 @@ class JobRecord:
         self.store.write(f"backend/{backend}.json", json.dumps(state).encode())
 
     def backend_state(self, backend: str) -> dict[str, Any] | None:
+        key = f"backend/{backend}.json"
         try:
-            return json.loads(self.store.read(f"backend/{backend}.json"))  # type: ignore[no-any-return]
+            state = json.loads(self.store.read(key))
         except FileNotFoundError:
             return None
+        except ValueError as exc:
+            raise self.damaged(key, exc) from exc
+        if not isinstance(state, dict):
+            raise self.damaged(key, "it is not an object")
+        return state
+
+    def check_size(self) -> None:
+        """Before a reader allocates per-task state for a large job, the record must hold
+        as many input chunks as the spec declares: a count alone is never trusted."""
+        if self.spec.n_tasks <= LARGE_JOB_TASKS:
+            return
+        held = sum(1 for name in self.store.children("inputs") if _INPUT.match(name))
+        if held != self.spec.n_chunks:
+            raise self.damaged(
+                "spec.json",
+                f"it declares {self.spec.n_tasks} tasks in {self.spec.n_chunks} chunk(s), "
+                f"but inputs/ holds {held}",
+            )
 
     def remove(self) -> list[str]:
         """Delete every object of the record; returns what is still there afterwards (a

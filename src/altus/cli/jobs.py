@@ -68,6 +68,9 @@ def list_jobs(store: str | None, as_json: bool) -> None:
     else:
         headers = ("ID", "NAME", "FUNCTION", "BACKEND", "STATE", "DONE", "FAILED", "TASKS")
         print_table((*headers, "CREATED", "HOST"), [_summary_row(s) for s in summaries])
+        for summary in summaries:
+            for why in summary.damaged:
+                click.echo(f"damaged: {why}", err=True)
 
 
 @jobs.command()
@@ -77,13 +80,18 @@ def list_jobs(store: str | None, as_json: bool) -> None:
 def show(job_id: str, store: str | None, as_json: bool) -> None:
     """Show a job's spec, its task counts by state and its failed tasks."""
     job = _attach(job_id, store)
-    state, counts, errors = job.state(), job.status(), job.errors()
+    state, counts, errors, damaged = job.state(), job.status(), job.errors(), job.damaged
     if as_json:
         spec = dataclasses.asdict(job.spec)
         errors_json = [dataclasses.asdict(error) for error in errors]
-        print_json({"spec": spec, "state": state, "counts": counts, "errors": errors_json})
+        shown = {"spec": spec, "state": state, "counts": counts, "errors": errors_json}
+        print_json({**shown, "damaged": damaged})
         return
     print_fields(_spec_fields(job, state, counts))
+    if damaged:
+        click.echo(f"\ndamaged files ({len(damaged)}): what they hold is left out")
+        for why in damaged.values():
+            click.echo(why)
     if errors:
         click.echo(f"\nfailed tasks ({len(errors)})")
         rows = [_error_row(error) for error in errors[:ERROR_ROW_LIMIT]]
