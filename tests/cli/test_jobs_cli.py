@@ -316,3 +316,30 @@ def test_rm_asks_first(jobs: Jobs, failed_job: str) -> None:
     assert confirmed.returncode == 0
     assert confirmed.stdout.endswith(f"removed job {failed_job}\n")
     assert json.loads(jobs.altus("list", "--json").stdout) == []
+
+
+# -- damaged records ---------------------------------------------------------------------------
+
+
+def test_list_and_show_name_a_damaged_round(jobs: Jobs, failed_job: str) -> None:
+    """A `{` in rounds/1.json: the job is listed and shown as damaged, the file named."""
+    other = jobs.submit_finished()
+    jobs.fixed.touch()
+    assert jobs.altus("retry", failed_job).returncode == 0
+    assert jobs.wait_until_finished(failed_job)["state"] == "done"
+    round_file = Path(jobs.store.removeprefix("file://")) / failed_job / "rounds" / "1.json"
+    round_file.write_text("{")
+    listed = jobs.altus("list")
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()[1:]
+    assert [row.split()[4] for row in rows if row.startswith(failed_job)] == ["damaged"]
+    assert [row.split()[4] for row in rows if row.startswith(other)] == ["failed"]
+    [note] = listed.stderr.splitlines()
+    assert note.startswith("damaged: ")
+    assert f"{failed_job}/rounds/1.json is damaged" in note
+    shown = jobs.altus("show", failed_job)
+    assert shown.returncode == 0, shown.stderr
+    assert "state      damaged" in shown.stdout
+    assert "damaged files (1)" in shown.stdout
+    assert f"{failed_job}/rounds/1.json is damaged" in shown.stdout
+    assert jobs.show(failed_job)["counts"]["failed"] == 1  # round 0's outcome stands
