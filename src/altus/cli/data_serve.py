@@ -56,7 +56,9 @@ def serve(
     """Start a local S3 server, or find the running one, and print how to use it.
 
     The server is SeaweedFS, listening on 127.0.0.1 only, with a generated
-    access key and secret key that it enforces. It runs in the background until
+    access key and secret key that it enforces; other users of the machine reach
+    nothing else of it (its internal ports want a certificate only you can
+    read). It runs in the background until
     `altus data serve --stop`, and keeps its buckets across restarts. Its keys,
     record and log live in $XDG_STATE_HOME/altus/s3-server (mode 0700).
 
