@@ -86,6 +86,24 @@ def test_a_killed_pool_takes_its_workers_and_their_children_along(
     assert len(list(job.record.status_names())) == statuses
 
 
+@pytest.mark.timeout(90)
+def test_a_killed_supervisor_takes_its_worker_and_the_tasks_children_along(
+    store_url: str, folder: Path
+) -> None:
+    items: list[object] = [(str(folder), x) for x in range(2)]
+    job = unlaunched_job(altus.Knot(tasks.spawn_children_and_nap, store=store_url), items, 2)
+    command = [sys.executable, "-m", "altus.batch.supervisor", job.record.url, "0"]
+    supervisor = subprocess.Popen(command, env=worker_environment(), stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: len(read_pids(folder)) == 3, what="a task and its children")
+    finally:
+        supervisor.kill()
+        supervisor.wait()
+    started = read_pids(folder)
+    wait_until(lambda: not any(map(is_running, started)), timeout=5, what="worker and children")
+    assert not list(folder.glob("*.finished"))
+
+
 def run_client(store_url: str, func: str) -> tuple[str, int, int]:
     """Map ``tasks.<func>`` over two items from a client process that then exits: the job
     id, the client's pid and its pool's pid."""

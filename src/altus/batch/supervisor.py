@@ -145,6 +145,7 @@ def _guard(owner: int, table: mmap.mmap) -> None:
     """The guard's life: hold nothing of the owner's, wait for its death, kill the groups."""
     signal.pthread_sigmask(signal.SIG_BLOCK, {_GUARD_SIGNAL})
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setsid()  # a kill of the owner's process group must not take the guard along
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):  # not the owner's pipes: their readers wait for the owner's end
         os.dup2(devnull, fd)
