@@ -120,6 +120,43 @@ def recorded_counts(job: altus.Job, round_: int = 0) -> Counter[int]:
     return counts
 
 
+def remove_a_running_job(knot: altus.Knot, store_url: str) -> None:
+    """``remove(force=True)`` of a job of many short tasks while it runs: it returns soon,
+    nothing of the job is left a second later, and a handle waiting on it hears why.
+
+    A running task commits until its worker sees the cancel: the backend must report it
+    active until then, or its commit comes back into the removed folder (on S3 at least:
+    a gone ``file://`` folder refuses it); and the queued chunks must be dropped, not each
+    started only to see the cancel.
+    """
+    from altus.errors import JobRemoved
+    from altus.storage import open_store
+
+    job = knot.map([0.4] * 400, chunksize=2)
+    watcher = altus.Job.attach(job.id, store=store_url)
+    outcome: list[BaseException | None] = []
+
+    def wait() -> None:
+        try:
+            watcher.wait(timeout=60)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    wait_until(lambda: len(job.record.recorded_tasks(0)) >= 2, 60, "commits to flow")
+    started = time.monotonic()
+    job.remove(force=True)
+    assert time.monotonic() - started < 10, "the removal waited for the queued chunks"
+    time.sleep(1.0)  # a worker still running would have committed by now
+    left = sorted(open_store(store_url).child(job.id).list(""))
+    assert left == [], f"{len(left)} file(s) came back after the removal: {left[:5]}"
+    thread.join(timeout=30)
+    [error] = outcome
+    assert isinstance(error, JobRemoved), repr(error)
+
+
 @pytest.mark.timeout(90)
 class BatchBackendSuite:
     """Inherit and supply ``backend_name``, ``knot_options`` and ``store_url``."""
@@ -845,3 +882,43 @@ class BatchBackendSuite:
         pids = read_pids(folder)
         wait_until(lambda: not any(map(is_running, pids)), timeout=15, what="tasks to stop")
         assert isinstance(job.results(errors="return")[0], TaskCancelled)
+
+    # -- removal and retry against the record (issue 12, items 5 and 6) ----------------------
+
+    def test_remove_force_of_a_running_job_leaves_nothing_and_tells_a_waiting_handle(
+        self, knot: Callable[..., altus.Knot], store_url: str
+    ) -> None:
+        remove_a_running_job(knot(tasks.nap, workers=2), store_url)
+
+    def test_two_retries_at_once_start_one_round_and_rerun_each_failed_task_once(
+        self, knot: Callable[..., altus.Knot], store_url: str, folder: Path
+    ) -> None:
+        from altus.errors import JobBusy
+
+        job = knot(tasks.count_runs_fail_odd_first, workers=2).map(
+            [(str(folder), x) for x in range(6)], starmap=True, chunksize=1
+        )
+        assert job.wait(timeout=60)
+        assert [error.task for error in job.errors()] == [1, 3, 5]
+        handles = [altus.Job.attach(job.id, store=store_url) for _ in range(2)]
+        start = threading.Barrier(2)
+
+        def retry(handle: altus.Job) -> BaseException | None:
+            start.wait(timeout=30)
+            try:
+                handle.retry()
+            except AltusError as exc:
+                return exc
+            return None
+
+        with concurrent.futures.ThreadPoolExecutor(2) as threads:
+            outcomes = list(threads.map(retry, handles))
+        (folder / "go").touch()  # the reruns may finish now
+        refused = [error for error in outcomes if error is not None]
+        assert len(refused) == 1, outcomes
+        assert isinstance(refused[0], JobBusy)
+        assert f"round 1 of job {job.id} is still running" in str(refused[0]), refused
+        assert job.record.rounds() == [0, 1]
+        assert job.results() == [x * 10 for x in range(6)]
+        runs = [len((folder / f"runs-{x}").read_text().splitlines()) for x in range(6)]
+        assert runs == [1, 2, 1, 2, 1, 2]

@@ -273,3 +273,18 @@ def write_to_the_pool_log(x: int) -> int:
             if os.path.basename(target).startswith("client-") and target.endswith(".log"):
                 os.write(int(fd), b"a note for the pool log\n")
     return x
+
+
+def count_runs_fail_odd_first(folder: str, x: int) -> int:
+    """Appends a line to ``runs-<x>`` each run; odd tasks fail their first run, and a rerun
+    waits for ``go`` (so a retry's round still runs while the test retries again)."""
+    runs = Path(folder) / f"runs-{x}"
+    with open(runs, "a") as log:
+        log.write("run\n")
+    n = len(runs.read_text().splitlines())
+    if x % 2 and n == 1:
+        raise RuntimeError(f"first run of {x}")
+    deadline = time.monotonic() + 60
+    while n > 1 and not (Path(folder) / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return x * 10

@@ -76,3 +76,15 @@ def test_a_dask_worker_killed_under_a_chunk_loses_and_duplicates_nothing(
     os.kill(victim, signal.SIGKILL)  # the nanny starts another; Dask reschedules its chunk
     assert job.results() == [0.5] * 8
     assert set(recorded_counts(job).values()) == {1}
+
+
+def test_remove_force_of_a_running_job_on_s3_leaves_nothing(
+    dask_address: str, s3_env: dict[str, str], s3_bucket: str
+) -> None:
+    """On S3 a late commit lands in a removed prefix as anywhere (a gone ``file://``
+    folder refuses it): a chunk whose supervisor still runs must keep the job active."""
+    from abstract.batch import remove_a_running_job
+
+    store_url = f"s3://{s3_bucket}/jobs"
+    knot = altus.Knot(tasks.nap, backend="dask", store=store_url, address=dask_address)
+    remove_a_running_job(knot, store_url)

@@ -12,6 +12,10 @@ workers under the record's rule; a Dask worker lost under a chunk
 (``KilledWorker``) has the chunk rescheduled by Dask, and the supervisor
 resumes it from the record. Tasks are ``fire_and_forget``: on a scheduler of
 its own, a job goes on after the client exits, and any process can attach.
+
+A cancel drops the chunks no Dask worker was given yet and leaves running ones
+to stop on the round's cancel marker: until their supervisors have exited the
+job counts as active, so a removal or a retry never meets their last commit.
 """
 
 from __future__ import annotations
@@ -31,7 +35,10 @@ __all__ = ["DaskBackend", "run_chunk_in_child"]
 
 STATE = "dask"
 CONNECT_TIMEOUT = 10.0
-_ACTIVE = {"released", "waiting", "no-worker", "queued", "processing"}
+_UNSTARTED = {"released", "waiting", "no-worker", "queued"}
+"""Scheduler states of a key no worker has been given: it can be dropped unrun."""
+_ACTIVE = _UNSTARTED | {"processing"}
+"""A ``processing`` key's supervisor may be running, and committing, until its task ends."""
 
 
 def run_chunk_in_child(
@@ -83,12 +90,15 @@ class DaskBackend(Backend):
         cancel_on_interrupt(self, record, launch.round)
 
     def cancel(self, record: JobRecord, round_: int) -> None:
-        """The supervisors see the round's cancel marker and stop; Dask forgets the tasks."""
+        """Dask drops the chunks no worker was given yet; a running supervisor stops on the
+        round's cancel marker (written before this), and its task stays on the scheduler
+        until it has. Cancelling that task in Dask would not stop the supervisor, only make
+        the job look stopped while it may still commit (``is_active``)."""
         state = record.backend_state(STATE) or {}
         keys = state.get("rounds", {}).get(str(round_), [])
         client = self._existing_client(state.get("address"))
         if client is not None and keys:
-            client.cancel(keys, force=True)
+            client.run_on_scheduler(_drop_unstarted, keys=keys)
 
     def is_active(self, record: JobRecord) -> bool:
         return bool(self._states(record) & _ACTIVE)
@@ -135,6 +145,18 @@ class DaskBackend(Backend):
             return self._client(address, None)
         except BackendError:
             return None
+
+
+def _drop_unstarted(dask_scheduler: Any, keys: list[str]) -> int:
+    """Forget the keys no worker holds yet, for every client that wants them (the
+    fire-and-forget one): in the scheduler's loop, so none is given to a worker meanwhile."""
+    tasks = dask_scheduler.tasks
+    unstarted = [key for key in keys if key in tasks and tasks[key].state in _UNSTARTED]
+    wanting = {client.client_key for key in unstarted for client in tasks[key].who_wants or ()}
+    for client in wanting:
+        stimulus = f"altus-cancel-{time.time()}"
+        dask_scheduler.client_releases_keys(keys=unstarted, client=client, stimulus_id=stimulus)
+    return len(unstarted)
 
 
 def _unscheduled(dask_scheduler: Any, keys: list[str]) -> list[str]:
