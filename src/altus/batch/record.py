@@ -668,7 +668,10 @@ class JobRecord:
 
     def remove(self) -> list[str]:
         """Delete every object of the record; returns what is still there afterwards (a
-        writer the caller did not wait for), after one more try to delete it."""
+        writer the caller did not wait for), after one more try to delete it. The spec goes
+        first: whatever order the rest goes in, the record then reads as removed (a handle
+        that sees the cancel must not find the ``removed`` marker gone and the spec there)."""
+        self.store.delete("spec.json")
         self.store.delete_tree("")
         left = sorted(self.store.list(""))
         if left:
