@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from altus.batch.record import BatchName, Commit, JobRecord, JobSpec
 from altus.errors import StoreError
 from altus.storage import LocalStore, open_store
 
@@ -104,72 +103,27 @@ def test_an_unknown_mode_is_one_store_error(tmp_path: Path) -> None:
 # -- durability ---------------------------------------------------------------------------------
 
 
-class SyscallLog:
-    """os.fsync, os.link and os.replace as they happen, with the paths they touched."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.events: list[tuple[str, str]] = []
-        real_fsync, real_link, real_replace = os.fsync, os.link, os.replace
-
-        def fsync(fd: int) -> None:
-            self.events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-            real_fsync(fd)
-
-        def link(src: str, dst: str) -> None:
-            real_link(src, dst)
-            self.events.append(("link", os.fspath(dst)))
-
-        def replace(src: str, dst: str) -> None:
-            real_replace(src, dst)
-            self.events.append(("replace", os.fspath(dst)))
-
-        monkeypatch.setattr(os, "fsync", fsync)
-        monkeypatch.setattr(os, "link", link)
-        monkeypatch.setattr(os, "replace", replace)
-
-    def index(self, kind: str, path: str | Path) -> int:
-        return self.events.index((kind, str(path)))
-
-    def last_index(self, kind: str, path: str | Path) -> int:
-        return len(self.events) - 1 - self.events[::-1].index((kind, str(path)))
-
-    def fsynced_temp_before(self, kind: str, path: Path) -> bool:
-        """Whether a temp file in ``path``'s folder was fsynced since the previous file was
-        put in place, before this one was."""
-        for event, touched in reversed(self.events[: self.index(kind, path)]):
-            if event != "fsync":
-                return False
-            if touched.startswith(f"{path.parent}/.tmp-"):
-                return True
-        return False
-
-
-def test_a_commit_is_on_disk_before_its_status_file_is_visible(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_sync_flushes_the_stores_filesystem_in_one_call(
+    store: LocalStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = JobSpec(id="job", name="job", function="f", backend="local", n_tasks=1, bounds=(0, 1))
-    record = JobRecord.create(LocalStore(tmp_path / "jobs"), spec, b"f", [b"inputs"])
-    assert record is not None
-    log = SyscallLog(monkeypatch)
-    name = BatchName(0, 0, 0, "b0")
-    record.commit(name, Commit(tasks=[0], start=[0.0], duration=[0.0], peak_memory=[0]), b"r")
-    job = tmp_path / "jobs" / "job"
-    results, status = job / "results" / f"{name}.pkl", job / "status" / f"{name}.json"
-    assert log.fsynced_temp_before("replace", results)
-    assert log.index("replace", results) < log.index("fsync", job / "results")
-    assert log.index("fsync", job / "results") < log.index("link", status)
-    assert log.fsynced_temp_before("link", status)
-    assert log.index("link", status) < log.last_index("fsync", job / "status")
+    """However many files were written, ``sync`` is one ``syncfs`` of the root's filesystem."""
+    import altus.storage.local as local
+
+    real = local._syncfs()
+    assert real is not None, "Linux's C library has syncfs"
+    synced: list[str] = []
+
+    def syncfs(fd: int) -> int:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(local, "_syncfs", lambda: syncfs)
+    for n in range(20):
+        store.write(f"results/r{n}.pkl", b"x")
+    store.sync()
+    assert synced == [store.root]
 
 
-def test_a_new_record_is_on_disk_when_create_returns(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    log = SyscallLog(monkeypatch)
-    spec = JobSpec(id="job", name="job", function="f", backend="local", n_tasks=1, bounds=(0, 1))
-    assert JobRecord.create(LocalStore(tmp_path / "jobs"), spec, b"f", [b"inputs"]) is not None
-    job = tmp_path / "jobs" / "job"
-    assert log.fsynced_temp_before("replace", job / "spec.json")
-    for folder in (tmp_path / "jobs", job, job / "inputs"):
-        assert ("fsync", str(folder)) in log.events
-    assert log.index("replace", job / "spec.json") < log.last_index("fsync", job)
+def test_sync_of_a_removed_store_is_nothing_to_do(store: LocalStore) -> None:
+    shutil.rmtree(store.root)
+    store.sync()

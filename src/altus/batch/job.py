@@ -115,6 +115,8 @@ class Job:
         self._status_cache: tuple[str, BatchStatus] | None = None
         self._next_liveness_check = 0.0
         self._removed: JobRemoved | None = None
+        self._acknowledged = 0
+        """How many batches the table had at the last ``sync``: results up to there are durable."""
         self._table.load_rounds()
         self._table.refresh()
 
@@ -289,6 +291,7 @@ class Job:
         if errors not in ("raise", "return", "skip"):
             raise ValueError("errors must be 'raise', 'return' or 'skip'")
         self.wait()
+        self._acknowledge()
         table = self._table
         if table.done == self.spec.n_tasks and len(table.ranges) == len(table.batches):
             with contextlib.suppress(RecordDamaged):  # then task by task, naming the file
@@ -304,6 +307,7 @@ class Job:
 
     def iter_results(self, errors: str = "raise") -> Iterator[Any]:
         """Results in input order, read one batch at a time (the job must be finished)."""
+        self._acknowledge()
         table = self._table
         codes, batch, position = table.codes, table.batch, table.position
         index, values = -1, None
@@ -324,6 +328,7 @@ class Job:
 
     def result(self, task: int) -> Any:
         """The result of one finished task, or its exception raised."""
+        self._acknowledge()
         table = self._table
         code = table.codes[task]
         if code == PENDING:
@@ -339,6 +344,15 @@ class Job:
         if code == DONE:
             return value
         raise self._exception(task, self._status_file(stem).failures[str(task)], value)
+
+    def _acknowledge(self) -> None:
+        """Before a result is handed out, the batches it came from are made durable: one
+        ``sync`` of the record whenever batches were read since the last one, so a result
+        once returned (or set on a future) survives a power cut."""
+        seen = len(self._table.batches)
+        if seen != self._acknowledged:
+            self._record.sync()
+            self._acknowledged = seen
 
     def _status_file(self, stem: str) -> BatchStatus:
         cached = self._status_cache
@@ -533,7 +547,9 @@ class Job:
             self._settle(range(self.spec.n_tasks))
 
     def retry(self, failed_only: bool = True) -> Job:
-        """Run failed tasks again (and cancelled or lost ones too with ``failed_only=False``).
+        """Run failed tasks again, and those whose outcome is damaged (a status file that a
+        power cut left without its results); cancelled or lost ones too with
+        ``failed_only=False``.
 
         Decided against the record, not this handle's view: the newest round must be
         over and no worker of it may still write (``JobBusy`` otherwise, naming it), and
@@ -576,7 +592,7 @@ class Job:
         return [
             task
             for task, code in enumerate(codes)
-            if code == FAILED or (not failed_only and code == PENDING)
+            if code in (FAILED, DAMAGED) or (not failed_only and code == PENDING)
         ]
 
     def _renew_futures(self, tasks: list[int]) -> None:

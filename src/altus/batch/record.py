@@ -442,7 +442,6 @@ class JobRecord:
             for chunk, blob in enumerate(chunk_blobs):
                 store.write(f"inputs/{chunk:06d}.pkl", blob)
             store.write("spec.json", spec.to_json())  # last: a record with a spec is complete
-            store.sync()
         except OSError as exc:
             if claimed or not any(store.children("")):
                 store.delete_tree("")
@@ -665,6 +664,11 @@ class JobRecord:
                 f"it declares {self.spec.n_tasks} tasks in {self.spec.n_chunks} chunk(s), "
                 f"but inputs/ holds {held}",
             )
+
+    def sync(self) -> None:
+        """Make everything written to the record so far durable: what a client hands out
+        as a result must survive a power cut (``Store.sync``; one call, not one per file)."""
+        self.store.sync()
 
     def remove(self) -> list[str]:
         """Delete every object of the record; returns what is still there afterwards (a

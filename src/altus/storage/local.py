@@ -12,22 +12,27 @@ Three rules beyond the ``Store`` contract:
 - **The root is never re-created by a write.** Sub-folders are made on
   demand, but a write below a root that is gone (a removed job) raises
   ``FileNotFoundError`` instead of bringing a stray folder back.
-- **A create is a durable commit point.** Every file is fsynced before it is
-  renamed or linked into place; ``create`` first fsyncs the folders that
-  earlier writes changed, then its own after the link, so whatever a created
-  object (a status file) vouches for survives a power cut with it. Plain
-  writes are durable at the next ``create`` or ``sync``; batching the folder
-  fsyncs there keeps a commit at a few fsyncs, not a few per file.
+- **Durable when handed out, in one call.** Writes are atomic (a reader sees
+  the old file, the new one or none) but not flushed one by one: ``sync``
+  makes everything written below the store durable with one ``syncfs`` of
+  its filesystem (Linux; ``sync`` elsewhere), and a job handle calls it
+  before it hands out a result it has not vouched for yet (``Job``). On this
+  project's ext4 disk every fsync costs about 0.25 ms whatever the file's
+  size, and concurrent ones do not overlap; a 10,000-task map writes about
+  26 files, so an fsync per file and folder at each commit cost 10 ms on a
+  map that otherwise takes 8, where one ``syncfs`` costs about 1 ms. A power
+  cut can then lose what nobody was told of yet: a batch whose status file
+  survived without its results is *damaged* and ``retry`` runs its tasks again.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
+import functools
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -70,15 +75,13 @@ class LocalStore(Store):
         self.mode = mode
         self._prefix = self.root.rstrip(os.sep) + os.sep
         self._permissions: Permissions | None = None
-        self._unsynced: set[str] = set()
-        """Folders whose entries changed since the last fsync of them."""
 
     def path(self, key: str) -> str:
         """The file for ``key`` (plain string joins: this runs for every file written)."""
         return self._prefix + key
 
     def make_root(self) -> None:
-        """Create the root and any missing parents with this store's mode; durable."""
+        """Create the root and any missing parents with this store's mode."""
         permissions = MODES[self.mode]
         missing = []
         folder = self.root
@@ -88,7 +91,6 @@ class LocalStore(Store):
         for folder in reversed(missing):
             self._make_folder(folder, permissions)
         self._permissions = None
-        self.sync()
 
     def read(self, key: str) -> bytes:
         with self._translated(), open(self._prefix + key, "rb") as file:
@@ -101,26 +103,21 @@ class LocalStore(Store):
         except BaseException:
             _discard(tmp)
             raise
-        self._unsynced.add(os.path.dirname(tmp))
 
     def create(self, key: str, data: bytes) -> bool:
         tmp = self._write_temp(key, data)
         try:
-            self.sync()
             os.link(tmp, self.path(key))
         except FileExistsError:
             return False
         finally:
             _discard(tmp)
-        _fsync_folder(os.path.dirname(tmp))
         return True
 
     def sync(self) -> None:
-        """Make every write so far durable: fsync the folders they changed."""
-        while self._unsynced:
-            folder = self._unsynced.pop()
-            with contextlib.suppress(FileNotFoundError):  # removed since: nothing to keep
-                _fsync_folder(folder)
+        """Make everything written below the root so far durable (by anyone on this host)."""
+        with contextlib.suppress(FileNotFoundError):  # removed since: nothing left to keep
+            _sync_filesystem(self.root)
 
     def exists(self, key: str) -> bool:
         return os.path.exists(self._prefix + key)
@@ -158,14 +155,13 @@ class LocalStore(Store):
     # -- writing ---------------------------------------------------------------------------
 
     def _write_temp(self, key: str, data: bytes) -> str:
-        """A fsynced temp file beside ``key`` holding ``data``; removed again on any failure."""
+        """A temp file beside ``key`` holding ``data``; removed again on any failure."""
         folder = os.path.dirname(self._prefix + key)
         tmp = f"{folder}/.tmp-{os.urandom(8).hex()}"
         fd = self._open_temp(tmp, folder)
         try:
             try:
                 _write_all(fd, data)
-                os.fsync(fd)
             finally:
                 os.close(fd)
         except BaseException:
@@ -208,8 +204,6 @@ class LocalStore(Store):
         os.mkdir(path, permissions.folder)
         if permissions.folder != 0o700:  # setgid and the group's bits, whatever the umask
             os.chmod(path, permissions.folder)
-        self._unsynced.add(os.path.dirname(path))
-        self._unsynced.add(path)
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -233,15 +227,30 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _fsync_folder(folder: str) -> None:
+def _sync_filesystem(folder: str) -> None:
+    """``syncfs(2)`` of the filesystem ``folder`` is on: every dirty file and folder of it
+    reaches stable storage in one call, however many were written. Where the C library
+    has no ``syncfs`` (macOS), ``sync`` does the same for every filesystem."""
+    syncfs = _syncfs()
+    if syncfs is None:
+        os.sync()
+        return
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):  # folders some filesystems cannot sync
-            raise
+        if syncfs(fd) != 0:
+            import ctypes
+
+            number = ctypes.get_errno()
+            raise OSError(number, os.strerror(number), folder)
     finally:
         os.close(fd)
+
+
+@functools.cache
+def _syncfs() -> Callable[[int], int] | None:
+    import ctypes
+
+    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
 
 
 def _discard(path: str) -> None:

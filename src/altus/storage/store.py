@@ -50,7 +50,8 @@ class Store(ABC):
         return None
 
     def sync(self) -> None:
-        """Make every write so far durable; a no-op where each write already is (S3)."""
+        """Make every object written below the store so far durable, whoever wrote it on
+        this host; a no-op where each write already is when it returns (S3)."""
         return None
 
     @abstractmethod
