@@ -308,3 +308,17 @@ def test_a_spec_with_a_field_out_of_type_or_range_is_damaged(bad: dict[str, Any]
     }
     with pytest.raises(RecordError, match=r"where/spec\.json is damaged"):
         JobSpec.from_json(json.dumps(fields).encode(), where="where/spec.json")
+
+
+def test_retry_runs_the_tasks_of_a_torn_batch_again(records: Records) -> None:
+    """A power cut can leave a status file whose bytes never reached the disk (nobody was
+    told of its tasks): retry() runs those tasks again, and the job gives every result."""
+    job_id = records.submit()
+    records.status_of(job_id, 1).write_bytes(b"")
+    job = altus.Job.attach(job_id, store=records.url)
+    assert job.state() == "damaged"
+    job.retry()
+    assert job.wait(timeout=60)
+    values = job.results(errors="return")
+    assert values[:3] == [0, 1, 2]
+    assert values[4:] == [4, 5]
