@@ -4,6 +4,8 @@ the shared batch suite, plus job arrays, job scripts, requeues and Slurm's own m
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,7 +18,7 @@ from abstract import tasks
 from abstract.batch import BatchBackendSuite, recorded_counts, wait_until
 from altus.batch.backends.slurm import SlurmBackend
 from altus.batch.record import BatchName
-from altus.errors import BackendError, BackendUnavailable
+from altus.errors import BackendError, BackendUnavailable, JobBusy
 from slurm_cluster import slurm_cluster_env
 
 __all__ = ["slurm_cluster_env"]  # the session fixture, used here by name
@@ -116,6 +118,63 @@ def test_cancel_ends_the_array(store_url: str) -> None:
     wait_until(lambda: not SlurmBackend().is_active(job.record), 30, "the array gone")
     assert time.monotonic() - started < 30
     assert os.environ.get("SLURM_CONF")
+
+
+def test_a_stopped_element_still_counts_as_running(store_url: str) -> None:
+    """``scancel --signal=STOP`` leaves the elements STOPPED: they resume on SIGCONT and
+    commit, so a retry beside them would run their tasks twice."""
+    job = altus.Knot(tasks.nap, backend="slurm", store=store_url).map([30] * 2, chunksize=1)
+    job_id = job.record.backend_state("slurm")["rounds"]["0"]
+    try:
+        wait_until(lambda: squeue(job_id).count("RUNNING") == 2, 60, "both elements running")
+        subprocess.run(["scancel", "--signal=STOP", job_id], check=True)
+        wait_until(lambda: squeue(job_id).count("STOPPED") == 2, 30, "the elements stopped")
+        assert SlurmBackend().is_active(job.record)
+        with pytest.raises(JobBusy, match=f"round 0 of job {job.id} is still running"):
+            job.retry(failed_only=False)
+        assert job.record.rounds() == [0]
+    finally:
+        job.cancel()
+
+
+def unreachable_controller(tmp_path: Path) -> Path:
+    """A copy of the cluster's slurm.conf naming a port where no slurmctld listens."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    text = Path(os.environ["SLURM_CONF"]).read_text()
+    text = re.sub(r"(?m)^SlurmctldPort=\d+$", f"SlurmctldPort={port}", text)
+    text = re.sub(r"(?m)^MessageTimeout=\d+$", "MessageTimeout=1", text)  # fail fast
+    conf = tmp_path / "unreachable.conf"
+    conf.write_text(text)
+    return conf
+
+
+def test_a_running_job_is_never_taken_for_stopped_when_squeue_cannot_answer(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = altus.Knot(tasks.nap, backend="slurm", store=store_url).map([30] * 2, chunksize=1)
+    job_id = job.record.backend_state("slurm")["rounds"]["0"]
+    try:
+        wait_until(lambda: "RUNNING" in squeue(job_id), 60, "an element running")
+        real = os.environ["SLURM_CONF"]
+        monkeypatch.setenv("SLURM_CONF", str(unreachable_controller(tmp_path)))
+        with pytest.raises(BackendError, match=r"^Slurm cannot say whether .* still run: "):
+            SlurmBackend().is_active(job.record)
+        with pytest.raises(BackendError, match="Unable to contact slurm controller"):
+            job.remove(force=True)
+        monkeypatch.setenv("SLURM_CONF", real)
+        assert altus.Job.attach(job.id, store=store_url).id == job.id  # the record is kept
+    finally:
+        job.cancel()
+
+
+def test_a_job_slurm_has_forgotten_has_ended(store_url: str) -> None:
+    """Past MinJobAge squeue knows the array no more ("Invalid job id"): it has ended."""
+    job = altus.Knot(tasks.square, backend="slurm", store=store_url).map([1])
+    assert job.results() == [1]
+    job.record.write_backend_state("slurm", {"rounds": {"0": "99999999"}})
+    assert not SlurmBackend().is_active(job.record)
 
 
 @pytest.mark.slow

@@ -18,6 +18,10 @@ Slurm writes each element's own output; default: the record's folder for a
 ``file://`` record, else this machine's state folder). ``resources`` map to
 ``--cpus-per-task``, ``--mem``, ``--gres=gpu:N`` and ``--time``.
 
+A round runs until every element has ended: a stopped or suspended element
+may resume and commit, so only Slurm's final states count as ended, and an
+squeue that does not answer is an error, never "nothing runs".
+
 The record must live where every node can read it: a shared filesystem, or
 ``s3://``. Nothing here checks that; a worker that cannot read it fails its
 element, which ``altus jobs show`` reports with Slurm's state.
@@ -49,7 +53,15 @@ __all__ = ["SlurmBackend", "job_script"]
 
 STATE = "slurm"
 COMMAND_TIMEOUT = 60
-_ACTIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "RESIZING", "SUSPENDED"}
+_ENDED = {
+    "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
+    "PREEMPTED", "REVOKED", "TIMEOUT",
+}  # fmt: skip
+"""Element states with no process left: squeue shows COMPLETING until Slurm has killed
+them all. Any other state, one this list does not name too, may still run or resume
+(STOPPED, SUSPENDED, REQUEUE_HOLD, SPECIAL_EXIT...) and commit."""
+_FORGOTTEN = "Invalid job id specified"
+"""What squeue says when it knows none of the ids (they ended over MinJobAge ago)."""
 
 
 class SlurmBackend(Backend):
@@ -82,7 +94,9 @@ class SlurmBackend(Backend):
             _run(["scancel", job_id], check=False)
 
     def is_active(self, record: JobRecord) -> bool:
-        return any(state in _ACTIVE for state, _reason in self._states(record).values())
+        """Whether an element of any round may still run; ``BackendError`` when Slurm cannot
+        say (an unanswered squeue is no proof that nothing runs: a removal must not go on)."""
+        return any(state not in _ENDED for state, _reason in self._states(record).values())
 
     def why_inactive(self, record: JobRecord) -> str | None:
         states = self._states(record)
@@ -96,7 +110,10 @@ class SlurmBackend(Backend):
         ids = _job_ids(record)
         if not ids:
             return None
-        states = self._states(record)
+        try:
+            states = self._states(record)
+        except BackendError as exc:
+            return str(exc)
         shown = [f"{element} {state} ({reason})" for element, (state, reason) in states.items()]
         jobs = ", ".join(ids.values())
         return f"slurm job {jobs}: " + ("; ".join(shown[:10]) or "no longer in squeue")
@@ -111,6 +128,9 @@ class SlurmBackend(Backend):
              f"--jobs={','.join(ids.values())}"],
             check=False,
         )  # fmt: skip
+        if done.returncode != 0 and _FORGOTTEN not in done.stderr:
+            message = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise BackendError(f"Slurm cannot say whether the job's elements still run: {message}")
         states = {}
         for line in done.stdout.splitlines():
             element, _, rest = line.strip().partition("|")
