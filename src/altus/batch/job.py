@@ -619,9 +619,13 @@ class Job:
 
     def _wait_until_stopped(self, round_: int) -> None:
         """Return once no worker of the job may still write: the workers of a round that
-        ended or was cancelled may take a moment to go (``JobBusy`` after ``STOP_TIMEOUT``)."""
+        ended or was cancelled may take a moment to go (``JobBusy`` after ``STOP_TIMEOUT``).
+        Another handle may start the next round meanwhile: its workers are not the ones
+        waited for, and the caller is refused at once, naming that round."""
         deadline = time.monotonic() + STOP_TIMEOUT
         while self.backend.is_active(self._record):
+            if (newest := self._record.rounds()[-1]) > round_:
+                raise self._busy(newest)
             if time.monotonic() > deadline:
                 raise JobBusy(
                     f"job {self.id}: workers of round {round_} are still running "
