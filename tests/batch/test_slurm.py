@@ -200,3 +200,15 @@ def test_elements_can_run_in_an_altus_environment(store_url: str, tmp_path: Path
     [prefix] = job.results()
     assert "/altus/envs/" in prefix
     assert f"{Path(prefix)}/bin/python" in job.record.store.read("backend/slurm-r0.sh").decode()
+
+
+def test_element_logs_of_a_record_on_s3_are_private(
+    s3_env: dict[str, str], s3_bucket: str, clean_environ: Path
+) -> None:
+    """What elements print (tracebacks, a task's stray output) lands in altus's state
+    folder when the record is on S3: a folder only its owner can enter."""
+    job = altus.Knot(tasks.square, backend="slurm", store=f"s3://{s3_bucket}/jobs").map(range(2))
+    assert job.gather(progress=False) == [0, 1]
+    logs = clean_environ / "state" / "altus" / "slurm-logs"
+    assert logs.is_dir()
+    assert (logs.stat().st_mode & 0o777) == 0o700

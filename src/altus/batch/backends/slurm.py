@@ -47,6 +47,7 @@ from altus.batch.backends.base import (
 )
 from altus.batch.record import JobRecord
 from altus.config import load_settings
+from altus.detached import private_folder
 from altus.errors import BackendError, BackendUnavailable
 
 __all__ = ["SlurmBackend", "job_script"]
@@ -76,7 +77,7 @@ class SlurmBackend(Backend):
         script = job_script(record, launch.round, launch.resources, options, python)
         key = f"backend/slurm-r{launch.round}.sh"
         record.store.write(key, script.encode())
-        Path(_log_dir(record, options)).mkdir(parents=True, exist_ok=True)
+        _make_log_dir(record, options)
         last = launch.n_chunks - 1
         throttle = options.get("throttle") or launch.workers
         array = f"0-{last}" + (f"%{int(throttle)}" if throttle else "")
@@ -186,6 +187,18 @@ def _resource_flags(resources: Resources) -> list[str]:
         # Slurm checks limits about every 30 s: warn early enough to requeue before the kill.
         flags += [f"--time={minutes}", f"--signal=B:USR1@{min(90, minutes * 30)}"]
     return flags
+
+
+def _make_log_dir(record: JobRecord, options: dict[str, Any]) -> None:
+    """The elements' output (tracebacks, a task's stray prints) is as private as the
+    record: beside a ``file://`` record it is the record's own ``backend/`` folder (the
+    store's mode); for other stores altus's state folder, 0700; a ``log_dir`` the user
+    names keeps the modes they gave it."""
+    folder = Path(_log_dir(record, options))
+    if options.get("log_dir") or record.url.startswith("file://"):
+        folder.mkdir(parents=True, exist_ok=True)
+    else:
+        private_folder(folder)
 
 
 def _log_dir(record: JobRecord, options: dict[str, Any]) -> str:
