@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import getpass
-import ipaddress
 import secrets
 import socket
 import ssl
@@ -29,9 +27,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from altus.detached import write_private
 from altus.errors import NotebookError
 from altus.notebook.common_passwords import COMMON_PASSWORDS
+from altus.tls import write_self_signed
 
 __all__ = [
     "LoginThrottle",
@@ -174,37 +172,16 @@ def host_names() -> tuple[list[str], list[str]]:
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
     """Write ``cert.pem`` and ``key.pem`` (0600) for this host into ``folder``."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     names, addresses = host_names()
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, socket.gethostname())])
-    now = datetime.datetime.now(datetime.UTC)
-    alternatives: list[x509.GeneralName] = [x509.DNSName(name) for name in names]
-    alternatives += [x509.IPAddress(ipaddress.ip_address(a)) for a in addresses]
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=CERTIFICATE_DAYS))
-        .add_extension(x509.SubjectAlternativeName(alternatives), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    write_private(key_path, key_pem.decode())
-    write_private(cert_path, certificate.public_bytes(serialization.Encoding.PEM).decode())
+    write_self_signed(
+        cert_path,
+        key_path,
+        common_name=socket.gethostname(),
+        names=names,
+        addresses=addresses,
+        days=CERTIFICATE_DAYS,
+    )
     return cert_path, key_path
 
 

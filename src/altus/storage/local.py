@@ -93,8 +93,12 @@ class LocalStore(Store):
         self._permissions = None
 
     def read(self, key: str) -> bytes:
-        with self._translated(), open(self._prefix + key, "rb") as file:
-            return file.read()
+        try:
+            with open(self._prefix + key, "rb") as file:
+                return file.read()
+        except NotADirectoryError:
+            self._check_root()
+            raise
 
     def write(self, key: str, data: bytes) -> None:
         tmp = self._write_temp(key, data)
@@ -134,10 +138,12 @@ class LocalStore(Store):
 
     def children(self, prefix: str) -> Iterator[str]:
         try:
-            with self._translated():
-                entries = list(os.scandir(self.path(prefix)))
+            entries = list(os.scandir(self.path(prefix)))
         except FileNotFoundError:
             return
+        except NotADirectoryError:
+            self._check_root()
+            raise
         for entry in entries:
             if not entry.name.startswith(".tmp-"):
                 yield entry.name + "/" if entry.is_dir() else entry.name
@@ -171,12 +177,15 @@ class LocalStore(Store):
 
     def _open_temp(self, tmp: str, folder: str) -> int:
         permissions = self._inherited()
-        with self._translated():
+        try:
             try:
                 fd = os.open(tmp, _FLAGS, permissions.file)
             except FileNotFoundError:
                 self._make_subfolders(folder, permissions)
                 fd = os.open(tmp, _FLAGS, permissions.file)
+        except NotADirectoryError:
+            self._check_root()
+            raise
         if permissions.file != 0o600:  # the umask may have taken the group's bits
             os.fchmod(fd, permissions.file)
         return fd
@@ -184,8 +193,11 @@ class LocalStore(Store):
     def _inherited(self) -> Permissions:
         """The permissions the root folder has: a record keeps the mode it was made with."""
         if self._permissions is None:
-            with self._translated():
+            try:
                 root_mode = os.stat(self.root).st_mode
+            except NotADirectoryError:
+                self._check_root()
+                raise
             if not stat.S_ISDIR(root_mode):
                 raise self._not_a_folder()
             self._permissions = MODES["group" if root_mode & stat.S_IRGRP else "private"]
@@ -207,15 +219,12 @@ class LocalStore(Store):
 
     # -- errors ----------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _translated(self) -> Iterator[None]:
-        """A root that is a file is a bad store, not an internal error."""
-        try:
-            yield
-        except NotADirectoryError as exc:
-            if os.path.isdir(self.root):
-                raise
-            raise self._not_a_folder() from exc
+    def _check_root(self) -> None:
+        """A root that is a file is a bad store, not an internal error. Called where a
+        ``NotADirectoryError`` was caught: a plain try/except on the paths that run
+        thousands of times a map, not a context manager around each."""
+        if not os.path.isdir(self.root):
+            raise self._not_a_folder()
 
     def _not_a_folder(self) -> StoreError:
         return StoreError(f"store {self.url}: {self.root} is not a folder")

@@ -120,13 +120,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime
 import fcntl
 import hashlib
 import hmac
 import http.client
 import importlib.metadata
-import ipaddress
 import json
 import os
 import secrets
@@ -136,16 +134,13 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from altus import detached
 from altus.config import resolve_paths
 from altus.errors import ServerError
-
-if TYPE_CHECKING:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.asymmetric import ec
+from altus.tls import write_self_signed
 
 __all__ = [
     "ServerInfo",
@@ -599,48 +594,21 @@ def _write_certificate(state: Path) -> tuple[Path, Path]:
     restart replaces it, as it replaces the JWT keys.
     """
     try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
+        write_self_signed(
+            state / TLS_CERT_FILE,
+            state / TLS_KEY_FILE,
+            common_name="altus data serve",
+            names=["localhost"],
+            addresses=[HOST],
+            days=_CERTIFICATE_DAYS,
+            authority=True,  # weed's server, client and only trusted authority at once
+        )
     except ImportError as exc:
         raise ServerError(
             "the local S3 server needs `cryptography` for its TLS certificate "
             "(pip install 'altus[server]')"
         ) from exc
-    key = ec.generate_private_key(ec.SECP256R1())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    certificate = _self_signed(key).public_bytes(serialization.Encoding.PEM)
-    detached.write_private(state / TLS_KEY_FILE, key_pem.decode())
-    detached.write_private(state / TLS_CERT_FILE, certificate.decode())
     return state / TLS_CERT_FILE, state / TLS_KEY_FILE
-
-
-def _self_signed(key: ec.EllipticCurvePrivateKey) -> x509.Certificate:
-    """A certificate for 127.0.0.1 that weed accepts as server, client and CA."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "altus data serve")])
-    now = datetime.datetime.now(datetime.UTC)
-    usages = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-    addresses = [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=_CERTIFICATE_DAYS))
-        .add_extension(x509.SubjectAlternativeName(addresses), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .sign(key, hashes.SHA256())
-    )
 
 
 def _forget(state: Path, record: _Record) -> None:
