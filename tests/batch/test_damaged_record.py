@@ -322,3 +322,21 @@ def test_retry_runs_the_tasks_of_a_torn_batch_again(records: Records) -> None:
     values = job.results(errors="return")
     assert values[:3] == [0, 1, 2]
     assert values[4:] == [4, 5]
+
+
+@pytest.mark.parametrize("left", [0, 5], ids=["empty", "short"])
+def test_retry_runs_the_tasks_whose_results_a_power_cut_tore(records: Records, left: int) -> None:
+    """A status file can survive a power cut while its results file did not reach the
+    disk whole: the results of its tasks are damaged, and retry() runs them again."""
+    job_id = records.submit()
+    status = records.status_of(job_id, 1)
+    results = records.file(job_id, f"results/{status.stem}.pkl")
+    results.write_bytes(results.read_bytes()[:left])
+    job = altus.Job.attach(job_id, store=records.url)
+    with pytest.raises(RecordError, match=rf"results/{status.stem}\.pkl"):
+        job.result(1)
+    job.retry()
+    assert job.wait(timeout=60)
+    values = job.results(errors="return")
+    assert values[:3] == [0, 1, 2]
+    assert values[4:] == [4, 5]

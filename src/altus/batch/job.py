@@ -616,12 +616,25 @@ class Job:
         self.refresh()
 
     def _tasks_to_retry(self, failed_only: bool) -> list[int]:
-        codes = self._table.codes
+        """Failed and damaged tasks, those whose results a power cut tore, and with
+        ``failed_only=False`` the pending ones too."""
+        codes, batch = self._table.codes, self._table.batch
+        torn = self._torn_batches()
         return [
             task
             for task, code in enumerate(codes)
-            if code in (FAILED, DAMAGED) or (not failed_only and code == PENDING)
+            if code in (FAILED, DAMAGED)
+            or (code == DONE and batch[task] in torn)
+            or (not failed_only and code == PENDING)
         ]
+
+    def _torn_batches(self) -> set[int]:
+        torn = set()
+        for index, stem in enumerate(self._table.batches):
+            with contextlib.suppress(RecordError):  # a damaged status is retried as damaged
+                if self._record.is_torn(stem):
+                    torn.add(index)
+        return torn
 
     def _renew_futures(self, tasks: list[int]) -> None:
         if self._futures is not None:  # a settled future cannot be reset: replace it

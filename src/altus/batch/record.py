@@ -35,8 +35,11 @@ one number per task, each column packed as base64 of its little-endian
 bytes — parsing 10,000 numbers as JSON text costs the client more than
 running 10,000 tiny tasks. ``failures``
 maps a failed task to its error fields and ``output`` maps a task that
-printed to its stdout and stderr byte counts. A task belongs to the newest
-round that lists it; entries of older rounds are history.
+printed to its stdout and stderr byte counts; ``results_bytes`` is the size of
+the batch's results file, so a file that a power cut left short (the record
+is made durable where results are handed out, not at each commit) is found
+and its tasks run again by a retry. A task belongs to the newest round that
+lists it; entries of older rounds are history.
 """
 
 from __future__ import annotations
@@ -291,6 +294,10 @@ class BatchStatus:
         self.failures: dict[str, dict[str, Any]] = _checked_failures(fields["failures"], self.tasks)
         """task → exit_reason, error_type, message, traceback."""
         self.output: dict[str, list[int]] = _typed(fields, "output", dict)
+        self.results_bytes: int | None = (
+            _typed(fields, "results_bytes", int) if "results_bytes" in fields else None
+        )
+        """The size of the batch's results file, to tell one a power cut tore (None: older)."""
         self._packed = {name: _checked_column(fields, name, len(self.tasks)) for name in _COLUMNS}
 
     @cached_property
@@ -544,8 +551,23 @@ class JobRecord:
     def commit(self, name: BatchName, commit: Commit, results: bytes) -> bool:
         """Record a batch: results first, then the status file that makes it count."""
         self.store.write(f"results/{name}.pkl", results)
-        status = commit.to_json(host=socket.gethostname(), pid=os.getpid())
+        status = commit.to_json(
+            host=socket.gethostname(), pid=os.getpid(), results_bytes=len(results)
+        )
         return self.store.create(f"status/{name}.json", status)
+
+    def is_torn(self, stem: str) -> bool:
+        """Whether a batch's results file is not what its status says it wrote: a power cut
+        before the results reached the disk (durability comes where results are handed
+        out, not at each commit). Only stores that can tell cheaply are asked."""
+        expected = self.read_status(stem).results_bytes
+        if expected is None:
+            return False
+        try:
+            size = self.store.size(f"results/{stem}.pkl")
+        except FileNotFoundError:
+            return True
+        return size is not None and size != expected
 
     def status_names(self) -> Iterator[str]:
         for name in self.store.children("status"):

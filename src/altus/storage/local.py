@@ -123,6 +123,9 @@ class LocalStore(Store):
         with contextlib.suppress(FileNotFoundError):  # removed since: nothing left to keep
             _sync_filesystem(self.root)
 
+    def size(self, key: str) -> int | None:
+        return os.stat(self._prefix + key).st_size
+
     def exists(self, key: str) -> bool:
         return os.path.exists(self._prefix + key)
 

@@ -54,6 +54,12 @@ class Store(ABC):
         this host; a no-op where each write already is when it returns (S3)."""
         return None
 
+    def size(self, key: str) -> int | None:
+        """The object's size in bytes where the store can tell cheaply (``FileNotFoundError``
+        if there is none); None elsewhere. Used to find files a power cut tore, which only
+        stores that flush late (files) can have."""
+        return None
+
     @abstractmethod
     def exists(self, key: str) -> bool:
         """Whether the object exists."""
