@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
@@ -128,6 +128,25 @@ def s3_bucket(s3_server: ServerInfo) -> Iterator[str]:
     # SeaweedFS deletes a bucket with its objects (-s3.allowDeleteBucketNotEmpty),
     # which also gives back the volume weed set aside for it.
     client.delete_bucket(Bucket=name)
+
+
+def s3_client(info: ServerInfo) -> Any:
+    """A boto3 S3 client signed with the keys of the server ``info`` describes."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=info.endpoint,
+        aws_access_key_id=info.access_key,
+        aws_secret_access_key=info.secret_key,
+        region_name=info.region,
+    )
+
+
+@pytest.fixture
+def s3(s3_server: ServerInfo) -> Any:
+    """A boto3 client of the session's S3 server, to put and inspect objects directly."""
+    return s3_client(s3_server)
 
 
 @pytest.fixture

@@ -120,6 +120,22 @@ def recorded_counts(job: altus.Job, round_: int = 0) -> Counter[int]:
     return counts
 
 
+def wait_in_a_thread(job: altus.Job) -> tuple[threading.Thread, list[BaseException | None]]:
+    """``job.wait`` on a thread of its own; the list gets None, or what the wait raised."""
+    outcome: list[BaseException | None] = []
+
+    def wait() -> None:
+        try:
+            job.wait(timeout=60)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    return thread, outcome
+
+
 def remove_a_running_job(knot: altus.Knot, store_url: str) -> None:
     """``remove(force=True)`` of a job of many short tasks while it runs: it returns soon,
     nothing of the job is left a second later, and a handle waiting on it hears why.
@@ -133,18 +149,7 @@ def remove_a_running_job(knot: altus.Knot, store_url: str) -> None:
     from altus.storage import open_store
 
     job = knot.map([0.4] * 400, chunksize=2)
-    watcher = altus.Job.attach(job.id, store=store_url)
-    outcome: list[BaseException | None] = []
-
-    def wait() -> None:
-        try:
-            watcher.wait(timeout=60)
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=wait)
-    thread.start()
+    thread, outcome = wait_in_a_thread(altus.Job.attach(job.id, store=store_url))
     wait_until(lambda: len(job.record.recorded_tasks(0)) >= 2, 60, "commits to flow")
     started = time.monotonic()
     job.remove(force=True)

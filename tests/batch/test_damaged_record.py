@@ -243,7 +243,9 @@ def peak_rss_of(command: list[str]) -> tuple[subprocess.CompletedProcess[str], i
 
 
 @pytest.mark.parametrize(
-    "bounds", [None, [0, 200_000_000]], ids=["bounds unchanged", "one chunk of them"]
+    "bounds",
+    [None, [0, 200_000_000], [0, 1, 2, 3, 4, 5, 200_000_000]],
+    ids=["bounds unchanged", "one chunk of them", "the last of six chunks"],
 )
 def test_a_spec_declaring_200_million_tasks_is_listed_as_damaged_cheaply(
     records: Records, run_altus: RunAltus, bounds: list[int] | None

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ import psutil
 import pytest
 
 import altus
+from abstract.batch import wait_in_a_thread
 from altus.errors import JobBusy, JobLost, JobNotFound, JobRemoved
 from altus.storage import open_store
 
@@ -197,17 +197,7 @@ def test_a_client_waiting_on_a_removed_job_hears_it_was_removed(store_url: str) 
     job = altus.Knot(fail_zero_nap_others, store=store_url, workers=2).map(range(4), chunksize=1)
     watcher = altus.Job.attach(job.id, store=store_url)
     futures = watcher.futures
-    outcome: list[BaseException | None] = []
-
-    def wait() -> None:
-        try:
-            watcher.wait(timeout=60)
-            outcome.append(None)
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=wait)
-    thread.start()
+    thread, outcome = wait_in_a_thread(watcher)
     other = altus_command("jobs", "rm", job.id, "--yes", "--force", "--store", store_url)
     _out, err = other.communicate(timeout=60)
     assert other.returncode == 0, err

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 
@@ -23,17 +22,6 @@ from data.s3_doubles import HOSTILE_KEYS, FaultProxy, s3_client
 
 RunAltus = Callable[..., subprocess.CompletedProcess[str]]
 MiB = 1 << 20
-
-
-@pytest.fixture
-def s3(s3_server: ServerInfo) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
-        region_name=s3_server.region,
-    )
 
 
 def make_tree(root: Path, n: int = 12) -> dict[str, bytes]:

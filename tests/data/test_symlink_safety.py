@@ -22,30 +22,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 import altus.data
 from altus.storage.copy_plan import CopyPlan, execute
 from altus.storage.s3 import S3Client
-from altus.storage.server import ServerInfo
 from altus.storage.transfer import CopyReport, Transfers
 from conftest import OtherUser
 
 RunAltus = Callable[..., subprocess.CompletedProcess[str]]
 MiB = 1 << 20
 VICTIM = b"the victim's own data, which no download may touch\n"
-
-
-@pytest.fixture
-def s3(s3_server: ServerInfo) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        aws_access_key_id=s3_server.access_key,
-        aws_secret_access_key=s3_server.secret_key,
-        region_name=s3_server.region,
-    )
 
 
 @pytest.fixture

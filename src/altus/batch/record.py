@@ -676,7 +676,8 @@ class JobRecord:
 
     def check_size(self) -> None:
         """Before a reader allocates per-task state for a large job, the record must hold
-        as many input chunks as the spec declares: a count alone is never trusted."""
+        as many input chunks as the spec declares, each big enough for its tasks (a pickled
+        input takes a byte at least): a count alone is never trusted."""
         if self.spec.n_tasks <= LARGE_JOB_TASKS:
             return
         held = sum(1 for name in self.store.children("inputs") if _INPUT.match(name))
@@ -686,6 +687,15 @@ class JobRecord:
                 f"it declares {self.spec.n_tasks} tasks in {self.spec.n_chunks} chunk(s), "
                 f"but inputs/ holds {held}",
             )
+        bounds = self.spec.bounds
+        for chunk in range(self.spec.n_chunks):
+            size = self.store.size(f"inputs/{chunk:06d}.pkl")
+            if size is not None and size < bounds[chunk + 1] - bounds[chunk]:
+                raise self.damaged(
+                    "spec.json",
+                    f"it declares {bounds[chunk + 1] - bounds[chunk]} tasks in chunk {chunk}, "
+                    f"whose inputs hold {size} bytes",
+                )
 
     def sync(self) -> None:
         """Make everything written to the record so far durable: what a client hands out
