@@ -15,12 +15,13 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
+
+from helpers import OtherUser, s3_client
 
 if TYPE_CHECKING:
     from altus.storage.server import ServerInfo
@@ -130,19 +131,6 @@ def s3_bucket(s3_server: ServerInfo) -> Iterator[str]:
     client.delete_bucket(Bucket=name)
 
 
-def s3_client(info: ServerInfo) -> Any:
-    """A boto3 S3 client signed with the keys of the server ``info`` describes."""
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=info.endpoint,
-        aws_access_key_id=info.access_key,
-        aws_secret_access_key=info.secret_key,
-        region_name=info.region,
-    )
-
-
 @pytest.fixture
 def s3(s3_server: ServerInfo) -> Any:
     """A boto3 client of the session's S3 server, to put and inspect objects directly."""
@@ -159,39 +147,6 @@ def s3_env(s3_server: ServerInfo, monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 
 
 OTHER_USER = "altus-other"
-
-
-@dataclass(frozen=True)
-class OtherUser:
-    """A second local account, as on a shared login node: no altus, no credentials.
-
-    It cannot run this test's Python (it lives under ``/root``); ``run`` gives it
-    Debian's ``/usr/bin/python3``, ``curl`` and whatever a test copies into a
-    folder it can reach (``shared_tmp``).
-    """
-
-    name: str
-    uid: int
-    gid: int
-    home: str
-
-    def run(
-        self, args: Sequence[str], *, timeout: float = 60, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        """Run ``args`` as this user, with a clean environment of its own."""
-        return subprocess.run(
-            list(args),
-            user=self.uid,
-            group=self.gid,
-            extra_groups=[],
-            env={"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.home, "LANG": "C.UTF-8"},
-            cwd="/",
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ import altus.data
 from altus.storage.copy_plan import CopyPlan, execute
 from altus.storage.s3 import S3Client
 from altus.storage.transfer import CopyReport, Transfers
-from conftest import OtherUser
+from helpers import OtherUser
 
 RunAltus = Callable[..., subprocess.CompletedProcess[str]]
 MiB = 1 << 20

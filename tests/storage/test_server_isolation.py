@@ -24,7 +24,7 @@ import pytest
 from altus.errors import ServerError
 from altus.storage import server
 from altus.tls import write_self_signed
-from conftest import s3_client
+from helpers import s3_client
 
 PROBE = Path(__file__).with_name("isolation_probe.py")
 BUCKET = "owners-bucket"
