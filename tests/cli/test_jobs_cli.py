@@ -165,8 +165,19 @@ def test_list_in_process(jobs: Jobs, failed_job: str) -> None:
 
 
 def test_list_of_an_empty_store(jobs: Jobs) -> None:
+    Path(jobs.store.removeprefix("file://")).mkdir()
     assert jobs.altus("list").stderr == "no jobs in this store\n"
     assert json.loads(jobs.altus("list", "--json").stdout) == []
+
+
+def test_list_of_a_store_that_is_not_there_says_so(run_altus: Any, tmp_path: Path) -> None:
+    """A mistyped ``--store`` is not an empty store; the default one, not made yet, is."""
+    missing = (tmp_path / "nonexistent").as_uri()
+    done = run_altus("jobs", "list", "--store", missing)
+    assert done.returncode == 1
+    assert done.stderr == f"altus: error: no store at {missing}: the folder does not exist\n"
+    default = run_altus("jobs", "list")
+    assert (default.returncode, default.stderr) == (0, "no jobs in this store\n")
 
 
 # -- show ---------------------------------------------------------------------------------

@@ -136,6 +136,13 @@ def test_unknown_command_is_a_usage_error(run_altus: RunAltus) -> None:
     done = run_altus("frobnicate")
     assert done.returncode == 2
     assert "No such command 'frobnicate'" in done.stderr
+    assert "Did you mean" not in done.stderr
+
+
+def test_a_typo_in_a_command_names_the_closest_one(run_altus: RunAltus) -> None:
+    done = run_altus("job", "list")
+    assert done.returncode == 2
+    assert "No such command 'job'. Did you mean 'jobs'?" in done.stderr
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from altus.errors import (
     JobRemoved,
     RecordDamaged,
     RecordError,
+    StoreError,
     TaskCancelled,
     TaskError,
     TaskFailed,
@@ -735,6 +736,8 @@ def jobs(store: str | Store | None = None) -> list[JobSummary]:
     """Every job record in the store, oldest first; one that cannot be read is listed as
     ``damaged`` with the error naming its file, so one record never hides the others."""
     root = open_store(store or load_settings().default_store_url)
+    if store is not None and not root.has_root():  # the default one is made by the first map
+        raise StoreError(f"no store at {root.url}: the folder does not exist")
     found = [summary for job_id in job_ids(root) if (summary := _summarise(root, job_id))]
     return sorted(found, key=lambda summary: summary.created)
 

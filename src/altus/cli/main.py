@@ -62,6 +62,23 @@ class AltusGroup(click.Group):
             return _import_command(COMMAND_GROUPS[cmd_name].target)
         return super().get_command(ctx, cmd_name)
 
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """An unknown command is a usage error that names the closest one (``job`` → ``jobs``)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            import difflib
+
+            known = self.list_commands(ctx)
+            close = difflib.get_close_matches(args[0], known, n=1) if args else []
+            if not close or args[0] in known:
+                raise
+            raise click.UsageError(
+                f"No such command {args[0]!r}. Did you mean {close[0]!r}?", ctx
+            ) from exc
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """List commands from the registry, without importing any of them."""
         rows = [(name, self._short_help(ctx, name)) for name in self.list_commands(ctx)]

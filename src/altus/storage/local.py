@@ -80,6 +80,11 @@ class LocalStore(Store):
         """The file for ``key`` (plain string joins: this runs for every file written)."""
         return self._prefix + key
 
+    def has_root(self) -> bool:
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise self._not_a_folder()
+        return os.path.isdir(self.root)
+
     def make_root(self) -> None:
         """Create the root and any missing parents with this store's mode."""
         permissions = MODES[self.mode]

@@ -45,6 +45,10 @@ class Store(ABC):
     def create(self, key: str, data: bytes) -> bool:
         """Write the object only if it does not exist yet; False if it did."""
 
+    def has_root(self) -> bool:
+        """Whether the root is there to list; an object store's prefix always is."""
+        return True
+
     def make_root(self) -> None:
         """Create the root where the store has folders; object stores have none."""
         return None
