@@ -307,7 +307,10 @@ def test_cli_copy_ls_du_cat_rm(
     assert ls.returncode == 0
     assert '"folder": true' in ls.stdout
     du = run_altus("data", "du", "--json", f"s3://{s3_bucket}/x/")
-    assert f'"bytes": {sum(len(v) for v in files.values())}' in du.stdout
+    total = sum(len(v) for v in files.values())
+    assert f'"bytes": {total}' in du.stdout
+    human = run_altus("data", "du", f"s3://{s3_bucket}/x/").stdout
+    assert human == f"{total / 1024:.1f} KiB ({total:,} bytes) in 4 objects  s3://{s3_bucket}/x/\n"
     cat = run_altus("data", "cat", f"s3://{s3_bucket}/x/README")
     assert cat.stdout == "cohort\n"
     dry = run_altus("data", "rm", "-r", "--dry-run", f"s3://{s3_bucket}/x/")

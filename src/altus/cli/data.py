@@ -332,7 +332,10 @@ def du(url: str, as_json: bool, **options: Any) -> None:
     if as_json:
         click.echo(json.dumps({"url": url, "objects": len(entries), "bytes": total}))
     else:
-        click.echo(f"{total} bytes ({total / 2**30:.2f} GiB) in {len(entries)} objects  {url}")
+        from altus.cli.output import format_size
+
+        objects = f"{len(entries)} object" + ("" if len(entries) == 1 else "s")
+        click.echo(f"{format_size(total)} ({total:,} bytes) in {objects}  {url}")
 
 
 @data.command()
