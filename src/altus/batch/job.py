@@ -292,12 +292,12 @@ class Job:
         if errors not in ("raise", "return", "skip"):
             raise ValueError("errors must be 'raise', 'return' or 'skip'")
         self.wait()
-        with self._acknowledging():  # the sync runs while the batches are read
-            table = self._table
-            if table.done == self.spec.n_tasks and len(table.ranges) == len(table.batches):
-                with contextlib.suppress(RecordDamaged):  # then task by task, naming the file
-                    return self._values_by_batch()
-            return list(self.iter_results(errors))
+        self._acknowledge()
+        table = self._table
+        if table.done == self.spec.n_tasks and len(table.ranges) == len(table.batches):
+            with contextlib.suppress(RecordDamaged):  # then task by task, naming the file
+                return self._values_by_batch()
+        return list(self.iter_results(errors))
 
     def _values_by_batch(self) -> list[Any]:
         """Every task done, every batch a fresh range: whole batches, in order, no call per task."""
@@ -345,34 +345,6 @@ class Job:
         if code == DONE:
             return value
         raise self._exception(task, self._status_file(stem).failures[str(task)], value)
-
-    @contextlib.contextmanager
-    def _acknowledging(self) -> Iterator[None]:
-        """The sync of ``_acknowledge`` on a thread while the block reads results, finished
-        before the block ends: the flush and the reads overlap, and no result leaves the
-        block before it is durable (a failed sync is raised there)."""
-        seen = len(self._table.batches)
-        if seen == self._acknowledged:
-            yield
-            return
-        failed: list[BaseException] = []
-
-        def sync() -> None:
-            try:
-                self._record.sync()
-            except BaseException as exc:
-                failed.append(exc)
-
-        self._acknowledged = seen  # what the block reads is covered by the sync under way
-        syncing = threading.Thread(target=sync, name="altus-sync")
-        syncing.start()
-        try:
-            yield
-        finally:
-            syncing.join()
-            if failed:
-                self._acknowledged = 0
-                raise failed[0]
 
     def _acknowledge(self) -> None:
         """Before a result is handed out, the batches it came from are made durable: one
